@@ -1,0 +1,3 @@
+from appfirst.cli import main
+
+main()

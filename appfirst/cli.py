@@ -1,0 +1,94 @@
+"""The ``appfirst`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """appfirst: NHS App first, SMS as the safety net."""
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="Port to listen on (default: a free one).")
+def broker(port: int | None) -> None:
+    """Run the embedded Kafka-compatible broker in the foreground."""
+    from appfirst.broker import EmbeddedBroker
+
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with EmbeddedBroker(port) as running:
+        click.echo(f"broker listening: {running.url}")
+        click.echo(f"export APPFIRST_BROKER={running.url}")
+        while not stop["now"] and running.process and running.process.poll() is None:
+            _sleep()
+    click.echo("broker stopped")
+
+
+def _sleep() -> None:
+    import time
+
+    time.sleep(0.2)
+
+
+@main.command()
+def worker() -> None:
+    """Run the stream processor against APPFIRST_BROKER."""
+    if not os.environ.get("APPFIRST_BROKER"):
+        raise click.UsageError("set APPFIRST_BROKER (e.g. kafka://127.0.0.1:9092)")
+    sys.argv = [sys.argv[0], "worker"]  # Faust's own command line must not see ours
+    from appfirst.streams.worker import run
+
+    run()
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8900, show_default=True)
+@click.option("--callback-url", default="http://127.0.0.1:6066", show_default=True,
+              help="Base URL of the worker's callback endpoints.")
+@click.option("--scenario", "scenario_path", type=click.Path(exists=True), default=None,
+              help="Patient behaviour as JSON (see providers/scenario.py).")
+def simulator(host: str, port: int, callback_url: str, scenario_path: str | None) -> None:
+    """Run the provider simulator (NHS App, SMS and email) on loopback."""
+    from appfirst.providers.scenario import Scenario
+    from appfirst.providers.simulator import Simulator, serve
+    from appfirst.settings import get_settings
+
+    sim = Simulator(Scenario.load(scenario_path), callback_url.rstrip("/"),
+                    get_settings().callback_token.get_secret_value())
+
+    async def _run() -> None:
+        runner = await serve(sim, host, port)
+        click.echo(f"simulator listening: http://{host}:{port}")
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, done.set)
+        await done.wait()
+        await runner.cleanup()
+
+    asyncio.run(_run())
+
+
+@main.command()
+@click.option("--messages", type=int, default=3000, show_default=True)
+@click.option("--seconds", type=float, default=45.0, show_default=True,
+              help="How long traffic is sent for; the run ends about 75 s later.")
+@click.option("--seed", type=int, default=2025, show_default=True)
+def demo(messages: int, seconds: float, seed: int) -> None:
+    """Run broker, worker, simulator and traffic together, then print a summary."""
+    from appfirst.demo.run import run_demo
+
+    sys.exit(run_demo(messages=messages, seconds=seconds, seed=seed))

@@ -1,0 +1,153 @@
+"""``appfirst demo``: the whole pipeline on the embedded broker, in about two minutes.
+
+Time is compressed 120 times: one simulated hour (the individual fallback deadline) is 30
+real seconds, so fallbacks happen while you watch. The summary is read back from Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from appfirst.broker import EmbeddedBroker, free_port
+from appfirst.demo.summary import Tally, render
+from appfirst.demo.traffic import Pilot
+from appfirst.processes import spawn, stop
+from appfirst.reader import TopicReader
+from appfirst.settings import Settings
+
+TIME_SCALE = 120.0  # simulated seconds per real second
+HORIZONS = (30, 90)  # 1 and 3 simulated hours
+
+
+def demo_env(broker: str, web_port: int, sim_port: int, data_dir: str) -> dict[str, str]:
+    return {
+        "APPFIRST_BROKER": broker,
+        "APPFIRST_TOPIC_PREFIX": "demo.",
+        "APPFIRST_WEB_PORT": str(web_port),
+        "APPFIRST_SIMULATOR_URL": f"http://127.0.0.1:{sim_port}",
+        "APPFIRST_FALLBACK_INDIVIDUAL_SECONDS": str(3600 / TIME_SCALE),
+        "APPFIRST_FALLBACK_BP_MONITORING_SECONDS": str(10800 / TIME_SCALE),
+        # Batch deadlines are a day; the demo shortens them further so some fire.
+        "APPFIRST_FALLBACK_BATCH_SECONDS": "45",
+        "APPFIRST_METRIC_HORIZONS": ",".join(str(h) for h in HORIZONS),
+        "APPFIRST_METRICS_PUBLISH_SECONDS": "1",
+        "APPFIRST_SESSION_TIMEOUT_SECONDS": "6",
+        "APPFIRST_DATA_DIR": data_dir,
+        "APPFIRST_LOG_LEVEL": "warning",
+    }
+
+
+def run_demo(*, messages: int, seconds: float, seed: int) -> int:
+    console = Console()
+    try:
+        return asyncio.run(_run(console, messages, seconds, seed))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: everything started has been stopped[/]")
+        return 130
+
+
+async def _run(console: Console, messages: int, seconds: float, seed: int) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="appfirst-demo-"))
+    web_port, sim_port = free_port(), free_port()
+    scenario = workdir / "scenario.json"
+    scenario.write_text(f'{{"seed": {seed}, "time_scale": {TIME_SCALE}}}', encoding="utf-8")
+    procs = []
+    with EmbeddedBroker() as broker:
+        env = demo_env(broker.url, web_port, sim_port, str(workdir / "data"))
+        settings = Settings(**{k.removeprefix("APPFIRST_").lower(): v for k, v in env.items()})
+        try:
+            console.print(f"[bold]appfirst demo[/] broker {broker.url}, logs in {workdir}")
+            procs.append(spawn(["worker"], env, workdir / "worker.log"))
+            procs.append(spawn(["simulator", "--port", str(sim_port), "--callback-url",
+                                f"http://127.0.0.1:{web_port}", "--scenario", str(scenario)],
+                               env, workdir / "simulator.log"))
+            await _wait_http(f"http://127.0.0.1:{web_port}/", 60, procs)
+            tally = Tally()
+            await _drive(console, settings, Pilot.make(seed), messages, seconds, tally, procs)
+            sends = httpx.get(f"http://127.0.0.1:{sim_port}/_sim/sends", timeout=5).json()
+            console.print(render(tally, sends, HORIZONS, TIME_SCALE))
+            ok = tally.both_arms() and tally.all_channels() and tally.fallbacks_total() > 0
+            return 0 if ok else 1
+        finally:
+            for proc in procs:
+                stop(proc)
+
+
+async def _wait_http(url: str, timeout: float, procs: list[object]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while loop.time() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get(url)
+                return
+            await asyncio.sleep(0.3)
+    raise RuntimeError(f"worker did not come up at {url}; see its log")
+
+
+async def _drive(console: Console, settings: Settings, pilot: Pilot, messages: int,
+                 seconds: float, tally: Tally, procs: list[object]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5)
+    reader = TopicReader(settings, ["dispatches", "fallbacks", "pilot-metrics", "dead-letter"])
+    await producer.start()
+    await reader.start()
+    drain = 75.0
+    try:
+        for record in pilot.setup_records():
+            await producer.send(settings.topic(record.topic), record.value,
+                                key=record.key.encode())
+        await producer.flush()
+        columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("{task.fields[note]}"))
+        with Progress(*columns, console=console, transient=False) as progress:
+            sent = progress.add_task("send requests", total=messages, note="")
+            routed = progress.add_task("dispatches", total=messages, note="")
+            waited = progress.add_task("deadlines and metrics", total=int(drain), note="")
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            produced = 0
+            for batch in pilot.messages(messages):
+                for record in batch:
+                    await producer.send(settings.topic(record.topic), record.value,
+                                        key=record.key.encode())
+                produced += 1
+                ahead = start + seconds * produced / messages - loop.time()
+                if ahead > 0:
+                    await producer.flush()
+                    await _follow(reader, tally, ahead)
+                progress.update(sent, completed=produced)
+                progress.update(routed, completed=tally.dispatch_count(),
+                                note=f"fallbacks {tally.fallbacks_total()}")
+            await producer.flush()
+            end = loop.time() + drain
+            while loop.time() < end:
+                await _follow(reader, tally, 1.0)
+                progress.update(routed, completed=tally.dispatch_count(),
+                                note=f"fallbacks {tally.fallbacks_total()}")
+                progress.update(waited, completed=int(drain - (end - loop.time())),
+                                note=f"metrics {len(tally.metrics)}")
+    finally:
+        await producer.stop()
+        await reader.stop()
+
+
+async def _follow(reader: TopicReader, tally: Tally, seconds: float) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while True:
+        async for name, event in reader.poll(timeout=min(0.2, max(0.0, end - loop.time()))):
+            tally.add(name, event)
+        if loop.time() >= end:
+            return
+
+
+__all__ = ["Counter", "run_demo"]

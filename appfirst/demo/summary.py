@@ -1,0 +1,91 @@
+"""The demo's closing summary, tallied from what the pipeline wrote to Kafka."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from appfirst.topics.models import Dispatch, Event, Fallback, PilotMetric
+
+
+@dataclass
+class Tally:
+    dispatches: dict[str, Dispatch] = field(default_factory=dict)
+    fallbacks: dict[str, Fallback] = field(default_factory=dict)
+    fallback_records: int = 0
+    metrics: dict[str, PilotMetric] = field(default_factory=dict)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+    def add(self, topic: str, event: Event) -> None:
+        if isinstance(event, Dispatch):
+            self.dispatches.setdefault(event.message_id, event)
+        elif isinstance(event, Fallback):
+            self.fallback_records += 1
+            self.fallbacks.setdefault(event.message_id, event)
+        elif isinstance(event, PilotMetric):
+            self.metrics[event.key] = event
+        else:
+            self.dead_letters[getattr(event, "reason", "?")[:60]] += 1
+
+    def dispatch_count(self) -> int:
+        return len(self.dispatches)
+
+    def fallbacks_total(self) -> int:
+        return len(self.fallbacks)
+
+    def both_arms(self) -> bool:
+        arms = {m.arm for m in self.metrics.values() if m.kind == "arm_rate" and m.sent}
+        return {"treatment", "control"} <= arms
+
+    def all_channels(self) -> bool:
+        return {"nhs_app", "sms", "email"} <= {d.channel for d in self.dispatches.values()}
+
+
+def render(tally: Tally, sends: dict[str, Any], horizons: tuple[int, ...],
+           time_scale: float) -> Group:
+    by_reason = Table(title="Messages by channel and reason", title_justify="left")
+    by_reason.add_column("channel")
+    by_reason.add_column("reason")
+    by_reason.add_column("messages", justify="right")
+    counts = Counter((d.channel, d.reason) for d in tally.dispatches.values())
+    for (channel, reason), n in sorted(counts.items()):
+        by_reason.add_row(channel, reason, str(n))
+    by_reason.add_row("[bold]all[/]", "", f"[bold]{sum(counts.values())}[/]")
+
+    fb = Table(title="Fallback SMS by reason", title_justify="left")
+    fb.add_column("reason")
+    fb.add_column("fallbacks", justify="right")
+    for reason, n in sorted(Counter(f.reason for f in tally.fallbacks.values()).items()):
+        fb.add_row(reason, str(n))
+    fb.add_row("[bold]all[/]", f"[bold]{tally.fallbacks_total()}[/]")
+
+    rates = Table(title="Response rate by arm (all message types, matured messages only)",
+                  title_justify="left")
+    rates.add_column("arm")
+    for h in horizons:
+        rates.add_column(f"within {h * time_scale / 3600:g} h (simulated)", justify="right")
+    for arm in ("treatment", "control"):
+        cells = []
+        for h in horizons:
+            m = tally.metrics.get(f"arm_rate|{arm}|all|{h}")
+            if m is None or not m.sent:
+                cells.append("-")
+            else:
+                cells.append(f"{m.response_rate or 0:.1%} of {m.sent} ({m.fallbacks} fallbacks)")
+        rates.add_row(arm, *cells)
+
+    checks = Table(title="Delivery checks", title_justify="left", show_header=False)
+    checks.add_column("check")
+    checks.add_column("value", justify="right")
+    checks.add_row("sends at the simulator", str(sends.get("total")))
+    checks.add_row("  of which fallback SMS", str(sends.get("fallbacks")))
+    checks.add_row("duplicate sends refused by the simulator", str(sends.get("duplicates")))
+    checks.add_row("fallback records (incl. re-emitted)", str(tally.fallback_records))
+    checks.add_row("dead letters", str(sum(tally.dead_letters.values())))
+    for reason, n in tally.dead_letters.most_common(3):
+        checks.add_row(f"  {reason}", str(n))
+    return Group(by_reason, fb, rates, checks)

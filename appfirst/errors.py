@@ -1,0 +1,55 @@
+"""Every error appfirst raises on purpose, in one tree::
+
+    AppfirstError
+    ├── DecodeError            bytes that are not a valid event (reason, codec)
+    │   └── UnknownSchemaError an Avro fingerprint or registry id we cannot resolve
+    ├── RoutingError           a valid request no rule can serve (never expected)
+    └── ProviderError          a provider call failed (provider, status)
+        ├── ProviderRejected   4xx: the request itself is wrong; do not retry
+        └── ProviderUnavailable 429/5xx/transport: retry later (retry_after)
+"""
+
+from __future__ import annotations
+
+
+class AppfirstError(Exception):
+    """Base of all appfirst errors."""
+
+
+class DecodeError(AppfirstError):
+    def __init__(self, reason: str, *, codec: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.codec = codec
+
+
+class UnknownSchemaError(DecodeError):
+    pass
+
+
+class RoutingError(AppfirstError):
+    pass
+
+
+class ProviderError(AppfirstError):
+    def __init__(self, provider: str, message: str, *, status: int | None = None) -> None:
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.status = status
+
+
+class ProviderRejected(ProviderError):
+    pass
+
+
+class ProviderUnavailable(ProviderError):
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(provider, message, status=status)
+        self.retry_after = retry_after

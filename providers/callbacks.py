@@ -1,0 +1,99 @@
+"""Provider callbacks -> contract events (pure), and the references that tie them back.
+
+A provider reference is the message_id for the primary send and ``<message_id>/fallback``
+for the fallback SMS: ``/`` never occurs in a message_id, so the split is unambiguous.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from appfirst.errors import DecodeError
+from appfirst.topics.models import DeliveryReceipt, Leg, ReadReceipt, Response
+
+FALLBACK_SUFFIX = "/fallback"
+
+NHS_APP_STATUSES = {
+    "delivered": "delivered",
+    "notified": "notified",
+    "unnotified": "unnotified",
+    "rejected": "rejected",
+    "failed": "failed",
+}
+NOTIFY_STATUSES = {
+    "delivered": "delivered",
+    "permanent-failure": "permanent_failure",
+    "temporary-failure": "temporary_failure",
+    "technical-failure": "technical_failure",
+}
+
+
+def fallback_reference(message_id: str) -> str:
+    return message_id + FALLBACK_SUFFIX
+
+
+def split_reference(reference: str) -> tuple[str, Leg]:
+    if reference.endswith(FALLBACK_SUFFIX):
+        return reference.removesuffix(FALLBACK_SUFFIX), "fallback"
+    return reference, "primary"
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise DecodeError("callback lacks a timestamp")
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise DecodeError("callback timestamp is not RFC 3339") from exc
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def parse_nhs_app(task: dict[str, Any]) -> DeliveryReceipt | ReadReceipt:
+    """A FHIR ``Task`` status callback from the NHS App."""
+    if task.get("resourceType") != "Task":
+        raise DecodeError("NHS App callback is not a FHIR Task")
+    try:
+        reference = next(i["value"] for i in task.get("identifier", []) if i.get("value"))
+        code = str(task["businessStatus"]["coding"][0]["code"]).lower()
+    except (KeyError, IndexError, TypeError, StopIteration) as exc:
+        raise DecodeError("NHS App callback lacks identifier or businessStatus") from exc
+    message_id, leg = split_reference(str(reference))
+    occurred = _timestamp(task.get("lastModified"))
+    try:
+        if code == "read":
+            return ReadReceipt(message_id=message_id, read_at=occurred)
+        status = NHS_APP_STATUSES.get(code)
+        if status is None:
+            raise DecodeError(f"unknown NHS App status {code!r}")
+        return DeliveryReceipt(message_id=message_id, channel="nhs_app", status=status,  # type: ignore[arg-type]
+                               occurred_at=occurred, provider_reference=task.get("id"), leg=leg)
+    except ValidationError as exc:
+        raise DecodeError("NHS App callback does not make a valid receipt") from exc
+
+
+def parse_notify(body: dict[str, Any]) -> DeliveryReceipt:
+    """A GOV.UK Notify delivery receipt callback."""
+    status = NOTIFY_STATUSES.get(str(body.get("status")))
+    if status is None:
+        raise DecodeError(f"unknown Notify status {body.get('status')!r}")
+    channel = body.get("notification_type", "sms")
+    if channel not in ("sms", "email"):
+        raise DecodeError("unknown Notify notification_type")
+    message_id, leg = split_reference(str(body.get("reference") or ""))
+    when = body.get("completed_at") or body.get("sent_at") or body.get("created_at")
+    try:
+        return DeliveryReceipt(message_id=message_id, channel=channel, status=status,  # type: ignore[arg-type]
+                               occurred_at=_timestamp(when), provider_reference=body.get("id"),
+                               leg=leg)
+    except ValidationError as exc:
+        raise DecodeError("Notify callback does not make a valid receipt") from exc
+
+
+def parse_response(body: dict[str, Any]) -> Response:
+    try:
+        return Response.model_validate(body)
+    except ValidationError as exc:
+        raise DecodeError("response callback is not a valid Response") from exc

@@ -1,0 +1,43 @@
+"""Shared HTTP behaviour of provider clients: status mapping and the retry policy."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+
+from appfirst.errors import ProviderRejected, ProviderUnavailable
+
+RETRIABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def is_retriable(status: int) -> bool:
+    return status in RETRIABLE
+
+
+def backoff(attempt: int, *, base: float = 0.2, cap: float = 30.0) -> float:
+    """Full-jitter exponential backoff (seconds) before retry ``attempt`` (1-based)."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def raise_for_status(provider: str, response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    if is_retriable(response.status_code):
+        raise ProviderUnavailable(
+            provider,
+            f"HTTP {response.status_code}",
+            status=response.status_code,
+            retry_after=retry_after(response),
+        )
+    raise ProviderRejected(provider, f"HTTP {response.status_code}", status=response.status_code)

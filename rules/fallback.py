@@ -1,0 +1,125 @@
+"""The fallback rules as a pure state machine over one NHS App message.
+
+Events may arrive in any order (a read before its dispatch, a delivery after a read); each
+``on_*`` function returns the new state, and ``due`` says whether and when a fallback is
+owed. The tracker persists the state and sweeps what is due; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from appfirst.topics.models import DeliveryReceipt, Dispatch, FallbackReason
+
+IMMEDIATE: dict[str, FallbackReason] = {
+    "unnotified": "unnotified",
+    "rejected": "rejected",
+    "failed": "failed",
+}
+
+
+@dataclass(frozen=True)
+class TrackState:
+    message_id: str
+    partition: int
+    deadline_seconds: float | None = None  # set by the NHS App dispatch
+    dispatched_at: datetime | None = None
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+    failure: FallbackReason | None = None
+    failed_at: datetime | None = None
+    fallback_emitted: bool = False
+    fallback_reason: FallbackReason | None = None
+    dispatch: dict[str, Any] | None = None  # what the fallback SMS needs
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("dispatched_at", "delivered_at", "read_at", "failed_at"):
+            value = data[name]
+            data[name] = value.isoformat() if value is not None else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrackState:
+        data = dict(data)
+        for name in ("dispatched_at", "delivered_at", "read_at", "failed_at"):
+            if data.get(name) is not None:
+                data[name] = datetime.fromisoformat(data[name])
+        return cls(**data)
+
+
+def on_dispatch(state: TrackState, dispatch: Dispatch, deadline_seconds: float) -> TrackState:
+    if dispatch.channel != "nhs_app" or state.dispatched_at is not None:
+        return state
+    return replace(
+        state,
+        deadline_seconds=deadline_seconds,
+        dispatched_at=dispatch.dispatched_at,
+        dispatch=dispatch.model_dump(mode="json"),
+    )
+
+
+def on_delivery(state: TrackState, receipt: DeliveryReceipt) -> TrackState:
+    if receipt.channel != "nhs_app" or receipt.leg != "primary":
+        return state
+    if receipt.status == "delivered":
+        if state.delivered_at is None or receipt.occurred_at < state.delivered_at:
+            return replace(state, delivered_at=receipt.occurred_at)
+        return state
+    reason = IMMEDIATE.get(receipt.status)
+    if reason is not None and state.failure is None:
+        return replace(state, failure=reason, failed_at=receipt.occurred_at)
+    return state
+
+
+def on_read(state: TrackState, read_at: datetime) -> TrackState:
+    if state.read_at is None or read_at < state.read_at:
+        return replace(state, read_at=read_at)
+    return state
+
+
+def on_fallback_emitted(state: TrackState, reason: FallbackReason) -> TrackState:
+    return replace(state, fallback_emitted=True, fallback_reason=reason)
+
+
+def due_at(state: TrackState) -> datetime | None:
+    """When the unread fallback falls due, ignoring reads (None until dispatched)."""
+    if state.dispatched_at is None or state.deadline_seconds is None:
+        return None
+    start = state.delivered_at or state.dispatched_at
+    return start + timedelta(seconds=state.deadline_seconds)
+
+
+def owed(state: TrackState) -> tuple[FallbackReason, datetime] | None:
+    """The fallback this message is owed and since when, or None (none owed, ever or yet).
+
+    A read before the due time (or before the failure) cancels, whatever order the
+    receipts arrived in. A fallback already emitted is never owed again.
+    """
+    if state.fallback_emitted or state.dispatched_at is None:
+        return None
+    if state.failure is not None and state.failed_at is not None:
+        if state.read_at is not None and state.read_at <= state.failed_at:
+            return None
+        return state.failure, state.failed_at
+    deadline = due_at(state)
+    if deadline is None:
+        return None
+    if state.read_at is not None and state.read_at < deadline:
+        return None
+    return "unread", deadline
+
+
+def due(state: TrackState, now: datetime) -> tuple[FallbackReason, datetime] | None:
+    """The fallback to emit at ``now``, if one is owed and its time has come."""
+    result = owed(state)
+    if result is None or result[1] > now:
+        return None
+    return result
+
+
+def pending(state: TrackState) -> bool:
+    """Still waiting on a deadline (for the pending-deadlines gauge)."""
+    return owed(state) is not None

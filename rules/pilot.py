@@ -1,0 +1,129 @@
+"""Streaming sufficient statistics of the pilot, by arm and message type.
+
+The metrics agent turns each message's life into *facts* (sent, read, fallback, responded,
+each with its delay from dispatch) and folds them into ``ArmStats``, one per arm and message
+type. The contract's maturity rule: a message counts for horizon ``h`` only once ``h`` has
+fully elapsed since its dispatch, so counts are kept in time buckets of dispatch time and a
+bucket joins horizon ``h`` once its end plus ``h`` has passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+FactKind = Literal["sent", "read", "fallback", "responded"]
+COUNTED: tuple[FactKind, ...] = ("read", "fallback", "responded")
+
+
+@dataclass(frozen=True)
+class Fact:
+    kind: FactKind
+    arm: str
+    message_type: str
+    dispatched_at: float  # epoch seconds
+    delay: float = 0.0  # seconds from dispatch to the fact
+
+    def keys(self) -> tuple[str, str]:
+        return f"{self.arm}|{self.message_type}", f"{self.arm}|all"
+
+
+def bucket_width(horizons: tuple[int, ...]) -> int:
+    """Seconds per bucket: fine enough that the shortest horizon is resolved to 1/60."""
+    return max(1, min(horizons) // 60)
+
+
+@dataclass
+class Counts:
+    sent: int = 0
+    read: int = 0
+    fallbacks: int = 0
+    responded: int = 0
+
+    @property
+    def response_rate(self) -> float | None:
+        return self.responded / self.sent if self.sent else None
+
+
+@dataclass
+class ArmStats:
+    """Counts of one arm and message type; JSON-able for a Faust table."""
+
+    horizons: tuple[int, ...]
+    width: int
+    # bucket start -> {"s": sent, "read"/"fallback"/"responded": {horizon: count}}
+    buckets: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # horizon -> counts of buckets folded away for good (older than every horizon + grace)
+    folded: dict[int, Counts] = field(default_factory=dict)
+    # bucket starts below this line have been folded
+    line: int = 0
+
+    @classmethod
+    def new(cls, horizons: tuple[int, ...]) -> ArmStats:
+        return cls(horizons, bucket_width(horizons))
+
+    def add(self, fact: Fact) -> None:
+        start = int(fact.dispatched_at // self.width * self.width)
+        if start < self.line:
+            return  # older than anything still open: it can change no horizon
+        bucket = self.buckets.setdefault(start, {"s": 0})
+        if fact.kind == "sent":
+            bucket["s"] += 1
+            return
+        per_h = bucket.setdefault(fact.kind, {})
+        for h in self.horizons:
+            if fact.delay <= h:
+                per_h[str(h)] = per_h.get(str(h), 0) + 1
+
+    def fold(self, now: float) -> None:
+        """Fold buckets no fact can change any more (kept for twice the longest horizon)."""
+        line = now - 2 * max(self.horizons)
+        for start in sorted(s for s in self.buckets if s + self.width <= line):
+            bucket = self.buckets.pop(start)
+            for h in self.horizons:
+                self._accumulate(self.folded.setdefault(h, Counts()), bucket, h)
+            self.line = max(self.line, start + self.width)
+
+    def snapshot(self, now: float) -> dict[int, Counts]:
+        result: dict[int, Counts] = {}
+        for h in self.horizons:
+            base = self.folded.get(h, Counts())
+            counts = Counts(base.sent, base.read, base.fallbacks, base.responded)
+            for start, bucket in self.buckets.items():
+                if start + self.width + h <= now:
+                    self._accumulate(counts, bucket, h)
+            result[h] = counts
+        return result
+
+    @staticmethod
+    def _accumulate(counts: Counts, bucket: dict[str, Any], h: int) -> None:
+        counts.sent += bucket.get("s", 0)
+        counts.read += bucket.get("read", {}).get(str(h), 0)
+        counts.fallbacks += bucket.get("fallback", {}).get(str(h), 0)
+        counts.responded += bucket.get("responded", {}).get(str(h), 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "horizons": list(self.horizons),
+            "width": self.width,
+            "line": self.line,
+            "buckets": {str(k): v for k, v in self.buckets.items()},
+            "folded": {str(h): vars(c) for h, c in self.folded.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], horizons: tuple[int, ...]) -> ArmStats:
+        if tuple(data["horizons"]) != horizons:
+            # Horizons changed between runs: start the open buckets afresh, keep nothing
+            # that would be counted under the wrong horizon.
+            return cls.new(horizons)
+        stats = cls(horizons, int(data["width"]))
+        stats.buckets = {int(k): v for k, v in data["buckets"].items()}
+        stats.folded = {int(h): Counts(**c) for h, c in data["folded"].items()}
+        stats.line = int(data.get("line", 0))
+        return stats
+
+
+def epoch(ts: datetime) -> float:
+    return ts.astimezone(UTC).timestamp()

@@ -1,0 +1,48 @@
+"""The one Faust app. Agents live in their own modules and import from here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from appfirst.clock import Clock, WallClock
+from appfirst.rules.routing import Deadlines
+from appfirst.settings import get_settings
+
+settings = get_settings()
+clock: Clock = WallClock()
+deadlines = Deadlines(
+    individual=settings.fallback_individual_seconds,
+    bp_monitoring=settings.fallback_bp_monitoring_seconds,
+    batch=settings.fallback_batch_seconds,
+)
+
+app = faust.App(
+    f"{settings.topic_prefix}worker",
+    broker=settings.broker or "kafka://127.0.0.1:9092",
+    autodiscover=False,
+    key_serializer="raw",
+    value_serializer="raw",
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication_factor,
+    broker_session_timeout=settings.session_timeout_seconds,
+    broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 5),
+    consumer_auto_offset_reset="earliest",
+    table_standby_replicas=0,
+    store="memory://",
+    datadir=settings.data_dir,
+    producer_acks=-1,
+    web_enabled=True,
+    web_host=settings.web_host,
+    web_bind=settings.web_host,
+    web_port=settings.web_port,
+    web_in_thread=False,
+)
+
+
+def table(name: str, *, global_table: bool = False) -> Any:
+    """A table of JSON values under str keys (JSON keys survive changelog recovery as str)."""
+    factory = app.GlobalTable if global_table else app.Table
+    schema = faust.Schema(key_serializer="json", value_serializer="json")
+    return factory(name, default=None, schema=schema, partitions=settings.partitions)

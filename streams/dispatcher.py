@@ -1,0 +1,93 @@
+"""Dispatcher: sends each dispatch and each fallback through the providers, once.
+
+The ledger table remembers every reference sent. A dispatch or fallback seen again (the
+router re-sent after a crash, the sweep re-emitted) is absorbed and counted, never re-sent.
+A provider that refuses a message is turned into a failure receipt, so that the tracker
+falls back (NHS App) and the practice sees the failure (SMS, email).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appfirst import telemetry
+from appfirst.errors import ProviderRejected
+from appfirst.providers.base import Outbound, Sender
+from appfirst.providers.callbacks import fallback_reference
+from appfirst.providers.gateway import Gateway
+from appfirst.streams.app import app, clock, settings, table
+from appfirst.streams.io import decode, encode, log, short_topic
+from appfirst.streams.topics import delivery_receipts, dispatcher_source
+from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback
+
+ledger = table("sends")
+_sender: Sender | None = None
+
+
+def sender() -> Sender:
+    global _sender
+    if _sender is None:
+        base = settings.simulator_url if settings.providers == "simulator" else settings.live_url
+        _sender = Gateway(nhs_app_url=base, notify_url=base,
+                          timeout=settings.provider_timeout_seconds)
+    return _sender
+
+
+def _outbound(dispatch: Dispatch) -> Outbound | None:
+    if dispatch.channel == "none" or dispatch.body is None:
+        return None
+    return Outbound(channel=dispatch.channel, reference=dispatch.message_id,
+                    message_id=dispatch.message_id, ods_code=dispatch.ods_code,
+                    body=dispatch.body, message_type=dispatch.message_type,
+                    nhs_number=dispatch.nhs_number,
+                    mobile=dispatch.mobile, email=dispatch.email)
+
+
+def _fallback_outbound(fb: Fallback) -> Outbound | None:
+    if fb.mobile is None or fb.body is None:
+        return None
+    return Outbound(channel="sms", reference=fallback_reference(fb.message_id),
+                    message_id=fb.message_id, ods_code=fb.ods_code, body=fb.body,
+                    message_type=fb.message_type,
+                    mobile=fb.mobile)
+
+
+@app.agent(dispatcher_source)
+async def dispatch(stream: Any) -> None:
+    async for event in stream.events():
+        if short_topic(event.message.topic) == "dispatches":
+            d = await decode(event, Dispatch, "dispatcher")
+            out, kind = (_outbound(d) if d else None), "dispatch"
+        else:
+            fb = await decode(event, Fallback, "dispatcher")
+            out, kind = (_fallback_outbound(fb) if fb else None), "fallback"
+            if fb is not None and out is None:
+                log.error("fallback without a usable mobile message_id=%s", fb.message_id)
+                telemetry.fallbacks_undeliverable.inc()
+        if out is None:
+            continue
+        if ledger.get(out.reference) is not None:
+            telemetry.sends_absorbed.labels(kind).inc()
+            continue
+        if settings.providers == "off":
+            ledger[out.reference] = {"provider_id": None}
+            continue
+        try:
+            provider_id = await sender().send(out)
+        except ProviderRejected as exc:
+            log.error("provider rejected reference=%s status=%s", out.reference, exc.status)
+            ledger[out.reference] = {"rejected": exc.status}
+            await _failure_receipt(out)
+            continue
+        ledger[out.reference] = {"provider_id": provider_id}
+
+
+async def _failure_receipt(out: Outbound) -> None:
+    receipt = DeliveryReceipt(
+        message_id=out.message_id,
+        channel=out.channel,
+        status="rejected" if out.channel == "nhs_app" else "technical_failure",
+        occurred_at=clock.now(),
+        leg="fallback" if out.reference != out.message_id else "primary",
+    )
+    await delivery_receipts.send(key=out.message_id.encode(), value=encode(receipt))

@@ -1,0 +1,67 @@
+"""Callback ingress on the worker's web port: provider receipts and patient responses in,
+contract events out. Every callback must carry the bearer token; compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from faust import web
+
+from appfirst import telemetry
+from appfirst.errors import DecodeError
+from appfirst.providers.callbacks import parse_nhs_app, parse_notify, parse_response
+from appfirst.streams.app import app, settings
+from appfirst.streams.io import encode
+from appfirst.streams.topics import delivery_receipts, read_receipts, responses
+from appfirst.topics.models import DeliveryReceipt, Event, ReadReceipt
+
+_TOKEN = f"Bearer {settings.callback_token.get_secret_value()}".encode()
+
+
+def _authorised(request: web.Request) -> bool:
+    given = request.headers.get("Authorization", "").encode()
+    return hmac.compare_digest(given, _TOKEN)
+
+
+async def _ingest(view: web.View, request: web.Request, provider: str,
+                  parse: Callable[[dict[str, Any]], Event]) -> web.Response:
+    if not _authorised(request):
+        telemetry.callbacks.labels(provider, "unauthorised").inc()
+        return view.json({"error": "unauthorised"}, status=401)
+    try:
+        body = await request.json()
+        event = parse(body)
+    except (ValueError, DecodeError) as exc:
+        telemetry.callbacks.labels(provider, "invalid").inc()
+        return view.json({"error": str(getattr(exc, "reason", "invalid JSON"))}, status=400)
+    if isinstance(event, DeliveryReceipt):
+        topic = delivery_receipts
+    elif isinstance(event, ReadReceipt):
+        topic = read_receipts
+    else:
+        topic = responses
+    message_id: str = event.message_id  # type: ignore[attr-defined]
+    await topic.send(key=message_id.encode(), value=encode(event))
+    telemetry.callbacks.labels(provider, "ok").inc()
+    return view.json({"status": "accepted"}, status=202)
+
+
+@app.page("/callbacks/nhs-app")
+class NhsAppCallback(web.View):
+    async def post(self, request: web.Request) -> web.Response:
+        return await _ingest(self, request, "nhs_app", parse_nhs_app)
+
+
+@app.page("/callbacks/notify")
+class NotifyCallback(web.View):
+    async def post(self, request: web.Request) -> web.Response:
+        return await _ingest(self, request, "notify", parse_notify)
+
+
+@app.page("/callbacks/responses")
+class ResponseCallback(web.View):
+    async def post(self, request: web.Request) -> web.Response:
+        return await _ingest(self, request, "responses", parse_response)

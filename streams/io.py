@@ -1,0 +1,77 @@
+"""Decoding input and encoding output for agents, with the dead-letter path."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any, TypeVar
+
+from appfirst.codecs import Decoder, Encoder
+from appfirst.codecs.confluent import SchemaRegistry
+from appfirst.errors import DecodeError
+from appfirst import telemetry
+from appfirst.streams.app import clock, settings
+from appfirst.streams.topics import dead_letter
+from appfirst.topics.models import DeadLetter, Event
+
+log = logging.getLogger("appfirst.streams")
+E = TypeVar("E", bound=Event)
+
+_registry = SchemaRegistry(settings.schema_registry_url) if settings.schema_registry_url else None
+
+
+@cache
+def decoder(model: type[E]) -> Decoder[E]:
+    return Decoder(model, _registry)
+
+
+@cache
+def encoder(model: type[E]) -> Encoder[E]:
+    return Encoder(model, settings.codec)
+
+
+def encode(event: Event) -> bytes:
+    return encoder(type(event)).encode(event)
+
+
+def short_topic(full: str) -> str:
+    return full.removeprefix(settings.topic_prefix)
+
+
+async def decode(event: Any, model: type[E], agent: str) -> E | None:
+    """The event's value as ``model``, or None after sending it to ``dead-letter``."""
+    message = event.message
+    value: bytes | None = message.value
+    try:
+        dec = decoder(model)
+        if value:
+            await dec.prepare(value)
+        decoded = dec.decode(value)
+    except DecodeError as exc:
+        await reject(message, exc.reason, agent)
+        return None
+    telemetry.records_in.labels(short_topic(message.topic), "ok").inc()
+    return decoded
+
+
+async def reject(message: Any, reason: str, agent: str) -> None:
+    key: bytes | None = message.key
+    topic = short_topic(message.topic)
+    record = DeadLetter(
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        original=message.value or b"",
+        reason=reason,
+        agent=agent,
+        occurred_at=clock.now(),
+    )
+    telemetry.records_in.labels(topic, "dead_letter").inc()
+    telemetry.dead_letters.labels(topic, agent).inc()
+    # Never the value: it may hold an NHS number, a phone number or a body.
+    log.warning(
+        "dead-letter topic=%s partition=%s offset=%s agent=%s reason=%s",
+        topic, message.partition, message.offset, agent, reason,
+    )
+    await dead_letter.send(key=key, value=encode(record))

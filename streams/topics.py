@@ -1,0 +1,37 @@
+"""Faust topic objects for the catalogue. Values stay raw bytes: we decode them ourselves so
+that bad records reach ``dead-letter`` instead of being dropped by Faust."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appfirst.streams.app import app, settings
+from appfirst.topics.catalogue import METRIC_FACTS, ROUTER_BY_PATIENT
+
+
+def _topic(*names: str) -> Any:
+    return app.topic(
+        *(settings.topic(n) for n in names),
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+    )
+
+
+send_requests = _topic("send-requests")
+practice_settings = _topic("practice-settings")
+eligibility = _topic("eligibility")
+dispatches = _topic("dispatches")
+delivery_receipts = _topic("delivery-receipts")
+read_receipts = _topic("read-receipts")
+responses = _topic("responses")
+fallbacks = _topic("fallbacks")
+pilot_metrics = _topic("pilot-metrics")
+dead_letter = _topic("dead-letter")
+router_by_patient = _topic(ROUTER_BY_PATIENT)
+metric_facts = _topic(METRIC_FACTS)
+
+# Multi-topic sources: one agent sees every event of a message in partition order.
+tracker_source = _topic("dispatches", "delivery-receipts", "read-receipts", "fallbacks")
+metrics_source = _topic("dispatches", "read-receipts", "fallbacks", "responses")
+dispatcher_source = _topic("dispatches", "fallbacks")

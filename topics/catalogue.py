@@ -1,0 +1,68 @@
+"""The topic catalogue: every topic of the contract, plus the internal ones we add.
+
+Keyed topics that are joined share one partition count (``APPFIRST_PARTITIONS``) so that a
+key lands on the same partition number everywhere (co-partitioning, as Faust requires).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from appfirst.topics import models
+
+Retention = Literal["delete", "compact"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # contract name, without the prefix
+    key: str
+    model: type[models.Event]
+    retention: Retention
+    written_by: str
+    read_by: str
+    retention_ms: int | None = None  # for delete topics; None = broker default
+
+    def config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": self.retention}
+        if self.retention_ms is not None:
+            cfg["retention.ms"] = str(self.retention_ms)
+        return cfg
+
+
+_WEEK_MS = 7 * 24 * 3600 * 1000
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    TopicSpec("send-requests", "message_id", models.SendRequest, "delete",
+              "upstream systems", "router", 4 * _WEEK_MS),
+    TopicSpec("practice-settings", "ods_code", models.PracticeSettings, "compact",
+              "practice admin / upstream", "router, metrics"),
+    TopicSpec("eligibility", "nhs_number", models.Eligibility, "compact",
+              "eligibility sync, upstream", "router"),
+    TopicSpec("dispatches", "message_id", models.Dispatch, "delete",
+              "router", "dispatcher, tracker, metrics", 4 * _WEEK_MS),
+    TopicSpec("delivery-receipts", "message_id", models.DeliveryReceipt, "delete",
+              "provider callback ingress", "tracker, metrics", 4 * _WEEK_MS),
+    TopicSpec("read-receipts", "message_id", models.ReadReceipt, "delete",
+              "provider callback ingress", "tracker, metrics", 4 * _WEEK_MS),
+    TopicSpec("responses", "message_id", models.Response, "delete",
+              "patient response service", "metrics", 4 * _WEEK_MS),
+    TopicSpec("fallbacks", "message_id", models.Fallback, "delete",
+              "tracker", "dispatcher, metrics", 4 * _WEEK_MS),
+    TopicSpec("pilot-metrics", "metric key", models.PilotMetric, "compact",
+              "metrics", "analysts"),
+    TopicSpec("dead-letter", "key of the rejected record", models.DeadLetter, "delete",
+              "any agent", "operators", 4 * _WEEK_MS),
+)
+
+BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOGUE}
+
+# Internal topics (not part of the contract): repartitions between agents.
+ROUTER_BY_PATIENT = "router-by-patient"  # send requests re-keyed by nhs_number
+METRIC_FACTS = "metric-facts"  # per-message facts re-keyed by arm and message type
+INTERNAL_TOPICS: tuple[str, ...] = (ROUTER_BY_PATIENT, METRIC_FACTS)
+
+
+def spec(name: str) -> TopicSpec:
+    return BY_NAME[name]
