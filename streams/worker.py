@@ -6,10 +6,10 @@ import asyncio
 import logging
 from pathlib import Path
 
-from appfirst.streams import dispatcher, ingress, metrics, router, tracker
+from appfirst.streams import dispatcher, health, ingress, metrics, router, tracker
 from appfirst.streams.app import app, settings
 
-AGENT_MODULES = (router, tracker, metrics, dispatcher, ingress)
+AGENT_MODULES = (router, tracker, metrics, dispatcher, ingress, health)
 
 
 def run() -> None:

@@ -1,0 +1,30 @@
+"""``/healthz`` (the process is alive) and ``/readyz`` (group joined, tables recovered)."""
+
+from __future__ import annotations
+
+from faust import web
+
+from appfirst.streams.app import app
+
+
+def ready() -> tuple[bool, str]:
+    if app.rebalancing:
+        return False, "rebalancing"
+    if getattr(app, "in_recovery", False) or not app.tables.recovery.completed.is_set():
+        return False, "recovering tables"
+    if not app.consumer.assignment():
+        return False, "no partitions assigned"
+    return True, "ready"
+
+
+@app.page("/healthz")
+class Health(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        return self.json({"status": "alive"})
+
+
+@app.page("/readyz")
+class Ready(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        ok, why = ready()
+        return self.json({"status": why}, status=200 if ok else 503)

@@ -1,0 +1,132 @@
+"""Fixtures for tests on the real embedded broker with real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from appfirst.admin import ensure_topics
+from appfirst.broker import EmbeddedBroker, free_port
+from appfirst.codecs.avro import AvroSingleObjectCodec
+from appfirst.codecs.json_codec import JsonCodec
+from appfirst.processes import spawn, stop
+from appfirst.reader import read_until
+from appfirst.settings import Settings
+from appfirst.topics.models import Event
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as running:
+        yield running
+
+
+class Stack:
+    """One test's slice of the broker: its own topic prefix, workers and helpers."""
+
+    def __init__(self, broker: EmbeddedBroker, tmp: Path, **overrides: str) -> None:
+        self.prefix = f"t{uuid.uuid4().hex[:8]}."
+        self.tmp = tmp
+        self.env: dict[str, str] = {
+            "APPFIRST_BROKER": broker.url,
+            "APPFIRST_TOPIC_PREFIX": self.prefix,
+            "APPFIRST_PROVIDERS": "off",
+            "APPFIRST_SESSION_TIMEOUT_SECONDS": "6",
+            "APPFIRST_SWEEP_INTERVAL_SECONDS": "0.2",
+            "APPFIRST_METRICS_PUBLISH_SECONDS": "0.5",
+            "APPFIRST_LOG_LEVEL": "info",
+            **overrides,
+        }
+        self.settings = Settings(**{k.removeprefix("APPFIRST_").lower(): v
+                                    for k, v in self.env.items()})
+        self.workers: list[tuple[subprocess.Popen[bytes], int, Path]] = []
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start_worker(self, **extra: str) -> tuple[subprocess.Popen[bytes], int]:
+        if not self.workers:
+            await ensure_topics(self.settings)
+        port = free_port()
+        n = len(self.workers)
+        log = self.tmp / f"worker{n}.log"
+        env = {**self.env, "APPFIRST_WEB_PORT": str(port),
+               "APPFIRST_DATA_DIR": str(self.tmp / f"data{n}"), **extra}
+        proc = spawn(["worker"], env, log)
+        self.workers.append((proc, port, log))
+        await self.wait_ready(port, proc, log)
+        return proc, port
+
+    async def wait_ready(self, port: int, proc: subprocess.Popen[bytes], log: Path,
+                         timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"worker not ready:\n{log.read_text()[-3000:]}")
+
+    async def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap)
+            await self._producer.start()
+        return self._producer
+
+    async def publish(self, topic: str, key: str, value: Event | bytes, *,
+                      avro: bool = False) -> None:
+        if isinstance(value, Event):
+            codec: Any = AvroSingleObjectCodec(type(value)) if avro else JsonCodec(type(value))
+            value = codec.encode(value)
+        producer = await self.producer()
+        await producer.send_and_wait(self.settings.topic(topic), value, key=key.encode())
+
+    async def read(self, names: list[str], done: Callable[[list[tuple[str, Event]]], bool],
+                   timeout: float = 30) -> list[tuple[str, Event]]:
+        return await read_until(self.settings, names, done, timeout)
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+        for proc, _, _ in self.workers:
+            stop(proc)
+
+    def logs(self) -> str:
+        return "\n".join(log.read_text(errors="replace") for _, _, log in self.workers)
+
+
+@pytest.fixture
+async def stack_factory(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[
+        Callable[..., Stack]]:
+    stacks: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        stack = Stack(broker, tmp_path / f"s{len(stacks)}", **overrides)
+        (tmp_path / f"s{len(stacks)}").mkdir()
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        await stack.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy() -> None:
+    os.environ.pop("HTTP_PROXY", None)
+    os.environ.pop("http_proxy", None)
