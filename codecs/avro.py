@@ -60,8 +60,9 @@ class AvroSingleObjectCodec(Generic[E]):
         else:
             known = schemas_by_fingerprint().get(fp)
             if known is None:
-                raise UnknownSchemaError(f"unknown Avro schema fingerprint {fp.hex()}",
-                                         codec=self.name)
+                raise UnknownSchemaError(
+                    f"unknown Avro schema fingerprint {fp.hex()}", codec=self.name
+                )
             writer_model, writer_schema = known
             if writer_model is not self.model:
                 raise DecodeError(

@@ -48,8 +48,9 @@ class SchemaRegistry:
             try:
                 resp = await client.get(f"{self.url}/schemas/ids/{schema_id}")
             except httpx.HTTPError as exc:
-                raise DecodeError(f"schema registry unreachable: {type(exc).__name__}",
-                                  codec="confluent") from exc
+                raise DecodeError(
+                    f"schema registry unreachable: {type(exc).__name__}", codec="confluent"
+                ) from exc
         if resp.status_code == 404:
             raise UnknownSchemaError(f"schema id {schema_id} not in registry", codec="confluent")
         if resp.status_code != 200:
@@ -84,8 +85,9 @@ class ConfluentCodec(Generic[E]):
     def decode(self, data: bytes) -> E:
         schema_id = schema_id_of(data)
         if self.registry is None:
-            raise DecodeError("Confluent wire format but no schema registry is configured",
-                              codec=self.name)
+            raise DecodeError(
+                "Confluent wire format but no schema registry is configured", codec=self.name
+            )
         writer = self.registry.cached(schema_id)
         if writer is None:
             raise UnknownSchemaError(f"schema id {schema_id} not fetched", codec=self.name)

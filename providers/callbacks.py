@@ -68,8 +68,14 @@ def parse_nhs_app(task: dict[str, Any]) -> DeliveryReceipt | ReadReceipt:
         status = NHS_APP_STATUSES.get(code)
         if status is None:
             raise DecodeError(f"unknown NHS App status {code!r}")
-        return DeliveryReceipt(message_id=message_id, channel="nhs_app", status=status,  # type: ignore[arg-type]
-                               occurred_at=occurred, provider_reference=task.get("id"), leg=leg)
+        return DeliveryReceipt(
+            message_id=message_id,
+            channel="nhs_app",
+            status=status,
+            occurred_at=occurred,
+            provider_reference=task.get("id"),
+            leg=leg,
+        )
     except ValidationError as exc:
         raise DecodeError("NHS App callback does not make a valid receipt") from exc
 
@@ -85,9 +91,14 @@ def parse_notify(body: dict[str, Any]) -> DeliveryReceipt:
     message_id, leg = split_reference(str(body.get("reference") or ""))
     when = body.get("completed_at") or body.get("sent_at") or body.get("created_at")
     try:
-        return DeliveryReceipt(message_id=message_id, channel=channel, status=status,  # type: ignore[arg-type]
-                               occurred_at=_timestamp(when), provider_reference=body.get("id"),
-                               leg=leg)
+        return DeliveryReceipt(
+            message_id=message_id,
+            channel=channel,
+            status=status,
+            occurred_at=_timestamp(when),
+            provider_reference=body.get("id"),
+            leg=leg,
+        )
     except ValidationError as exc:
         raise DecodeError("Notify callback does not make a valid receipt") from exc
 

@@ -47,8 +47,14 @@ class Gateway:
             except ProviderUnavailable as exc:
                 telemetry.provider_requests.labels(client.name, "retry").inc()
                 delay = exc.retry_after if exc.retry_after is not None else backoff(attempt)
-                log.warning("provider=%s unavailable (%s), retry %d in %.2fs reference=%s",
-                            client.name, exc, attempt, delay, message.reference)
+                log.warning(
+                    "provider=%s unavailable (%s), retry %d in %.2fs reference=%s",
+                    client.name,
+                    exc,
+                    attempt,
+                    delay,
+                    message.reference,
+                )
                 await asyncio.sleep(delay)
                 continue
             telemetry.provider_requests.labels(client.name, "ok").inc()

@@ -29,11 +29,15 @@ def communication_request(message: Outbound, campaign_id: str) -> dict[str, Any]
         "category": [{"text": message.message_type}],
         "payload": [{"contentString": message.body}],
         "recipient": [
-            {"type": "Patient", "identifier": {"system": NHS_NUMBER_SYSTEM,
-                                               "value": message.nhs_number}}
+            {
+                "type": "Patient",
+                "identifier": {"system": NHS_NUMBER_SYSTEM, "value": message.nhs_number},
+            }
         ],
-        "requester": {"type": "Organization",
-                      "identifier": {"system": ODS_SYSTEM, "value": message.ods_code}},
+        "requester": {
+            "type": "Organization",
+            "identifier": {"system": ODS_SYSTEM, "value": message.ods_code},
+        },
     }
 
 

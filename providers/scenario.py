@@ -48,6 +48,11 @@ class Scenario(BaseModel):
 
 
 RESPONDING_TYPES = frozenset(
-    {"sms_with_response", "questionnaire", "bp_monitoring_questionnaire", "self_book",
-     "video_invite"}
+    {
+        "sms_with_response",
+        "questionnaire",
+        "bp_monitoring_questionnaire",
+        "self_book",
+        "video_invite",
+    }
 )

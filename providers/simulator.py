@@ -53,8 +53,9 @@ class Simulator:
     async def nhs_app(self, request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            reference = next(i["value"] for i in body["identifier"]
-                             if i.get("system") == "urn:ietf:rfc:3986")
+            reference = next(
+                i["value"] for i in body["identifier"] if i.get("system") == "urn:ietf:rfc:3986"
+            )
             nhs_number = body["recipient"][0]["identifier"]["value"]
             text = body["payload"][0]["contentString"]
         except (KeyError, IndexError, TypeError, StopIteration):
@@ -71,24 +72,34 @@ class Simulator:
         reference = body.get("reference")
         if not recipient or not reference:
             return web.json_response(
-                {"status_code": 400, "errors": [{"error": "BadRequestError",
-                                                 "message": "recipient and reference required"}]},
-                status=400)
+                {
+                    "status_code": 400,
+                    "errors": [
+                        {"error": "BadRequestError", "message": "recipient and reference required"}
+                    ],
+                },
+                status=400,
+            )
         message_type = (body.get("personalisation") or {}).get("message_type", "sms")
         return self._accept(channel, reference, message_type, fhir=False)
 
     async def list_sends(self, request: web.Request) -> web.Response:
         by_channel = Counter(s.channel for s in self.sends.values())
         fallbacks = sum(1 for ref in self.sends if split_reference(ref)[1] == "fallback")
-        payload: dict[str, Any] = {"total": len(self.sends), "by_channel": dict(by_channel),
-                                   "fallbacks": fallbacks, "duplicates": self.duplicates}
+        payload: dict[str, Any] = {
+            "total": len(self.sends),
+            "by_channel": dict(by_channel),
+            "fallbacks": fallbacks,
+            "duplicates": self.duplicates,
+        }
         if request.query.get("references") == "1":
             payload["references"] = sorted(self.sends)
         return web.json_response(payload)
 
     # --- behaviour -----------------------------------------------------------------------
-    def _accept(self, channel: str, reference: str, message_type: str, *,
-                fhir: bool) -> web.Response:
+    def _accept(
+        self, channel: str, reference: str, message_type: str, *, fhir: bool
+    ) -> web.Response:
         known = self.sends.get(reference)
         if known is not None:
             self.duplicates += 1
@@ -136,12 +147,19 @@ class Simulator:
         rng = sc.rng(send.reference)
         await asyncio.sleep(sc.delay(rng, sc.delivery_seconds))
         failed = rng.random() < sc.sms_failed_share
-        await self._post("/callbacks/notify", {
-            "id": send.id, "reference": send.reference, "to": "redacted",
-            "status": "permanent-failure" if failed else "delivered",
-            "created_at": _now(), "completed_at": _now(), "sent_at": _now(),
-            "notification_type": send.channel,
-        })
+        await self._post(
+            "/callbacks/notify",
+            {
+                "id": send.id,
+                "reference": send.reference,
+                "to": "redacted",
+                "status": "permanent-failure" if failed else "delivered",
+                "created_at": _now(),
+                "completed_at": _now(),
+                "sent_at": _now(),
+                "notification_type": send.channel,
+            },
+        )
         if not failed and send.channel == "sms":
             await self._maybe_respond(send, rng, sc.respond_share_sms)
 
@@ -153,15 +171,24 @@ class Simulator:
         if message_id in self.responded:
             return  # one response per message, whichever leg it came through
         self.responded.add(message_id)
-        await self._post("/callbacks/responses", {"message_id": message_id,
-                                                  "responded_at": _now(), "attachments": 0})
+        await self._post(
+            "/callbacks/responses",
+            {"message_id": message_id, "responded_at": _now(), "attachments": 0},
+        )
 
     async def _task(self, send: Send, status: str) -> None:
-        await self._post("/callbacks/nhs-app", {
-            "resourceType": "Task", "id": send.id, "status": "completed", "intent": "order",
-            "identifier": [{"system": "urn:ietf:rfc:3986", "value": send.reference}],
-            "businessStatus": {"coding": [{"code": status}]}, "lastModified": _now(),
-        })
+        await self._post(
+            "/callbacks/nhs-app",
+            {
+                "resourceType": "Task",
+                "id": send.id,
+                "status": "completed",
+                "intent": "order",
+                "identifier": [{"system": "urn:ietf:rfc:3986", "value": send.reference}],
+                "businessStatus": {"coding": [{"code": status}]},
+                "lastModified": _now(),
+            },
+        )
 
     async def _post(self, path: str, body: dict[str, Any]) -> None:
         if self._client is None:
@@ -169,8 +196,7 @@ class Simulator:
         headers = {"Authorization": f"Bearer {self.callback_token}"}
         for attempt in range(8):
             try:
-                resp = await self._client.post(self.callback_url + path, json=body,
-                                               headers=headers)
+                resp = await self._client.post(self.callback_url + path, json=body, headers=headers)
                 if resp.status_code < 500:
                     return
             except httpx.TransportError:
@@ -186,10 +212,13 @@ class Simulator:
 
 
 def _outcome(status: int, code: str, text: str) -> web.Response:
-    return web.json_response({
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": text}],
-    }, status=status)
+    return web.json_response(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+        },
+        status=status,
+    )
 
 
 def build_app(sim: Simulator) -> web.Application:

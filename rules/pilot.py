@@ -25,7 +25,7 @@ class Fact:
     dispatched_at: float  # epoch seconds
     delay: float = 0.0  # seconds from dispatch to the fact
 
-    def keys(self) -> tuple[str, str]:
+    def aggregate_keys(self) -> tuple[str, str]:
         return f"{self.arm}|{self.message_type}", f"{self.arm}|all"
 
 
@@ -127,3 +127,31 @@ class ArmStats:
 
 def epoch(ts: datetime) -> float:
     return ts.astimezone(UTC).timestamp()
+
+
+def message_facts(
+    state: dict[str, Any], kind: FactKind, at: float, sent_as: tuple[str, str] | None = None
+) -> list[Fact]:
+    """Update one message's record (in place) with an observation; return the new facts.
+
+    ``state`` holds ``"d": [arm, message_type, dispatched_at]`` once the dispatch is seen and
+    the time of the first read, fallback and response. Each fact is produced once, whatever
+    the order and however often the observations arrive.
+    """
+    if kind == "sent":
+        if state.get("d") is not None or sent_as is None:
+            return []
+        arm, message_type = sent_as
+        state["d"] = [arm, message_type, at]
+        facts = [Fact("sent", arm, message_type, at)]
+        for early in COUNTED:  # observations that came before their dispatch count now
+            if early in state:
+                facts.append(Fact(early, arm, message_type, at, state[early] - at))
+        return facts
+    if kind in state:
+        return []  # the first read, fallback or response is the one that counts
+    state[kind] = at
+    if state.get("d") is None:
+        return []
+    arm, message_type, sent_at = state["d"]
+    return [Fact(kind, arm, message_type, sent_at, at - sent_at)]

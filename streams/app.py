@@ -44,5 +44,5 @@ app = faust.App(
 def table(name: str, *, global_table: bool = False) -> Any:
     """A table of JSON values under str keys (JSON keys survive changelog recovery as str)."""
     factory = app.GlobalTable if global_table else app.Table
-    schema = faust.Schema(key_serializer="json", value_serializer="json")
+    schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
     return factory(name, default=None, schema=schema, partitions=settings.partitions)

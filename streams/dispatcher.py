@@ -28,28 +28,40 @@ def sender() -> Sender:
     global _sender
     if _sender is None:
         base = settings.simulator_url if settings.providers == "simulator" else settings.live_url
-        _sender = Gateway(nhs_app_url=base, notify_url=base,
-                          timeout=settings.provider_timeout_seconds)
+        _sender = Gateway(
+            nhs_app_url=base, notify_url=base, timeout=settings.provider_timeout_seconds
+        )
     return _sender
 
 
 def _outbound(dispatch: Dispatch) -> Outbound | None:
     if dispatch.channel == "none" or dispatch.body is None:
         return None
-    return Outbound(channel=dispatch.channel, reference=dispatch.message_id,
-                    message_id=dispatch.message_id, ods_code=dispatch.ods_code,
-                    body=dispatch.body, message_type=dispatch.message_type,
-                    nhs_number=dispatch.nhs_number,
-                    mobile=dispatch.mobile, email=dispatch.email)
+    return Outbound(
+        channel=dispatch.channel,
+        reference=dispatch.message_id,
+        message_id=dispatch.message_id,
+        ods_code=dispatch.ods_code,
+        body=dispatch.body,
+        message_type=dispatch.message_type,
+        nhs_number=dispatch.nhs_number,
+        mobile=dispatch.mobile,
+        email=dispatch.email,
+    )
 
 
 def _fallback_outbound(fb: Fallback) -> Outbound | None:
     if fb.mobile is None or fb.body is None:
         return None
-    return Outbound(channel="sms", reference=fallback_reference(fb.message_id),
-                    message_id=fb.message_id, ods_code=fb.ods_code, body=fb.body,
-                    message_type=fb.message_type,
-                    mobile=fb.mobile)
+    return Outbound(
+        channel="sms",
+        reference=fallback_reference(fb.message_id),
+        message_id=fb.message_id,
+        ods_code=fb.ods_code,
+        body=fb.body,
+        message_type=fb.message_type,
+        mobile=fb.mobile,
+    )
 
 
 @app.agent(dispatcher_source)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from faust import web
 
 from appfirst.streams.app import app
@@ -10,7 +12,8 @@ from appfirst.streams.app import app
 def ready() -> tuple[bool, str]:
     if app.rebalancing:
         return False, "rebalancing"
-    if getattr(app, "in_recovery", False) or not app.tables.recovery.completed.is_set():
+    recovery: Any = getattr(app.tables, "recovery", None)
+    if getattr(app, "in_recovery", False) or recovery is None or not recovery.completed.is_set():
         return False, "recovering tables"
     if not app.consumer.assignment():
         return False, "no partitions assigned"

@@ -26,8 +26,9 @@ def _authorised(request: web.Request) -> bool:
     return hmac.compare_digest(given, _TOKEN)
 
 
-async def _ingest(view: web.View, request: web.Request, provider: str,
-                  parse: Callable[[dict[str, Any]], Event]) -> web.Response:
+async def _ingest(
+    view: web.View, request: web.Request, provider: str, parse: Callable[[dict[str, Any]], Event]
+) -> web.Response:
     if not _authorised(request):
         telemetry.callbacks.labels(provider, "unauthorised").inc()
         return view.json({"error": "unauthorised"}, status=401)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from appfirst import telemetry
 from appfirst.codecs import Decoder, Encoder
 from appfirst.codecs.confluent import SchemaRegistry
 from appfirst.errors import DecodeError
-from appfirst import telemetry
 from appfirst.streams.app import clock, settings
 from appfirst.streams.topics import dead_letter
 from appfirst.topics.models import DeadLetter, Event
@@ -51,7 +51,7 @@ async def decode(event: Any, model: type[E], agent: str) -> E | None:
         await reject(message, exc.reason, agent)
         return None
     telemetry.records_in.labels(short_topic(message.topic), "ok").inc()
-    return decoded
+    return cast(E, decoded)
 
 
 async def reject(message: Any, reason: str, agent: str) -> None:
@@ -72,6 +72,10 @@ async def reject(message: Any, reason: str, agent: str) -> None:
     # Never the value: it may hold an NHS number, a phone number or a body.
     log.warning(
         "dead-letter topic=%s partition=%s offset=%s agent=%s reason=%s",
-        topic, message.partition, message.offset, agent, reason,
+        topic,
+        message.partition,
+        message.offset,
+        agent,
+        reason,
     )
     await dead_letter.send(key=key, value=encode(record))

@@ -9,13 +9,13 @@ matured counts of the keys this worker owns, when they change.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
-from appfirst.rules.pilot import ArmStats, Fact, epoch
+from appfirst.rules.pilot import ArmStats, Fact, FactKind, epoch, message_facts
 from appfirst.streams.app import app, clock, settings, table
 from appfirst.streams.io import decode, encode, short_topic
 from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics
-from appfirst.topics.models import Dispatch, Fallback, PilotMetric, ReadReceipt, Response
+from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
 
 # message_id -> {"d": [arm, type, dispatched_at] or None, "read"/"fallback"/"responded": t}
 message_table = table("metric-messages")
@@ -25,54 +25,42 @@ _published: dict[str, tuple[int, int, int, int]] = {}
 
 async def _emit(fact: Fact) -> None:
     payload = json.dumps(vars(fact)).encode()
-    for key in fact.keys():
+    for key in fact.aggregate_keys():
         await metric_facts.send(key=key.encode(), value=payload)
+
+
+async def _observe(event: Any) -> tuple[str, FactKind, float, tuple[str, str] | None] | None:
+    """(message_id, kind, when, (arm, message_type) for a dispatch) or None to skip."""
+    topic = short_topic(event.message.topic)
+    if topic == "dispatches":
+        d = await decode(event, Dispatch, "metrics")
+        # The pilot counts messages that were sent, by practices in an arm.
+        if d is None or d.arm is None or d.channel == "none":
+            return None
+        return d.message_id, "sent", epoch(d.dispatched_at), (d.arm, d.message_type)
+    if topic == "read-receipts":
+        r = await decode(event, ReadReceipt, "metrics")
+        return None if r is None else (r.message_id, "read", epoch(r.read_at), None)
+    if topic == "fallbacks":
+        f = await decode(event, Fallback, "metrics")
+        return None if f is None else (f.message_id, "fallback", epoch(f.emitted_at), None)
+    resp = await decode(event, Response, "metrics")
+    return None if resp is None else (resp.message_id, "responded", epoch(resp.responded_at), None)
 
 
 @app.agent(metrics_source)
 async def join_facts(stream: Any) -> None:
     async for event in stream.events():
-        topic = short_topic(event.message.topic)
-        if topic == "dispatches":
-            d = await decode(event, Dispatch, "metrics")
-            # The pilot counts messages that were sent, by practices in an arm.
-            if d is None or d.arm is None or d.channel == "none":
-                continue
-            mid, kind, at = d.message_id, "sent", epoch(d.dispatched_at)
-        elif topic == "read-receipts":
-            r = await decode(event, ReadReceipt, "metrics")
-            if r is None:
-                continue
-            mid, kind, at = r.message_id, "read", epoch(r.read_at)
-        elif topic == "fallbacks":
-            f = await decode(event, Fallback, "metrics")
-            if f is None:
-                continue
-            mid, kind, at = f.message_id, "fallback", epoch(f.emitted_at)
-        else:
-            resp = await decode(event, Response, "metrics")
-            if resp is None:
-                continue
-            mid, kind, at = resp.message_id, "responded", epoch(resp.responded_at)
-        state = dict(message_table.get(mid) or {})
-        if kind == "sent":
-            if state.get("d") is not None:
-                continue  # a re-sent dispatch: counted once
-            state["d"] = [d.arm, d.message_type, at]
-            await _emit(Fact("sent", d.arm or "", d.message_type, at))
-            # Facts that arrived before their dispatch count now.
-            for early in ("read", "fallback", "responded"):
-                if early in state:
-                    await _emit(Fact(early, d.arm or "", d.message_type, at,  # type: ignore[arg-type]
-                                     state[early] - at))
-        else:
-            if kind in state:
-                continue  # the first read, fallback or response is the one that counts
-            state[kind] = at
-            if state.get("d") is not None:
-                arm, message_type, sent_at = state["d"]
-                await _emit(Fact(kind, arm, message_type, sent_at, at - sent_at))  # type: ignore[arg-type]
-        message_table[mid] = state
+        seen = await _observe(event)
+        if seen is None:
+            continue
+        message_id, kind, at, sent_as = seen
+        state = dict(message_table.get(message_id) or {})
+        facts = message_facts(state, kind, at, sent_as)
+        for fact in facts:
+            await _emit(fact)
+        if facts or kind != "sent":
+            message_table[message_id] = state
 
 
 @app.agent(metric_facts)
@@ -81,14 +69,17 @@ async def aggregate(stream: Any) -> None:
         key = event.message.key.decode()
         fact = Fact(**json.loads(event.message.value))
         raw = stats_table.get(key)
-        stats = (ArmStats.from_json(raw["stats"], settings.metric_horizons) if raw
-                 else ArmStats.new(settings.metric_horizons))
+        stats = (
+            ArmStats.from_json(raw["stats"], settings.metric_horizons)
+            if raw
+            else ArmStats.new(settings.metric_horizons)
+        )
         stats.add(fact)
         stats.fold(clock.now().timestamp())
         stats_table[key] = {"partition": event.message.partition, "stats": stats.to_json()}
 
 
-@app.timer(interval=settings.metrics_publish_seconds)
+@app.timer(interval=settings.metrics_publish_seconds)  # type: ignore[untyped-decorator]
 async def publish() -> None:
     if app.rebalancing:
         return
@@ -108,7 +99,7 @@ async def publish() -> None:
             metric = PilotMetric(
                 kind="arm_rate",
                 key=metric_key,
-                arm=arm,  # type: ignore[arg-type]
+                arm=cast(Arm, arm),
                 message_type=message_type,
                 horizon_seconds=horizon,
                 sent=counts.sent,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from appfirst.rules.routing import route
 from appfirst import telemetry
+from appfirst.rules.routing import route
 from appfirst.streams.app import app, clock, deadlines, table
 from appfirst.streams.io import decode, encode, log
 from appfirst.streams.topics import (
@@ -78,9 +78,11 @@ async def track_eligibility(stream: Any) -> None:
         if record is None:
             continue
         current = eligibility_table.get(record.nhs_number)
-        if current is not None:
-            if Eligibility.model_validate_json(current).checked_at > record.checked_at:
-                continue  # an older check arriving late never overrides a newer one
+        if (
+            current is not None
+            and Eligibility.model_validate_json(current).checked_at > record.checked_at
+        ):
+            continue  # an older check arriving late never overrides a newer one
         eligibility_table[record.nhs_number] = record.model_dump_json()
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from appfirst.rules import fallback as rules
-from appfirst.providers.callbacks import fallback_reference
-from appfirst.rules.contact import sms_fragments
 from appfirst import telemetry
+from appfirst.providers.callbacks import fallback_reference
+from appfirst.rules import fallback as rules
+from appfirst.rules.contact import sms_fragments
 from appfirst.streams.app import app, clock, deadlines, settings, table
 from appfirst.streams.io import decode, encode, log, short_topic
 from appfirst.streams.topics import fallbacks, tracker_source
@@ -74,7 +74,7 @@ def _owned_partitions() -> set[int]:
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
 
-@app.timer(interval=settings.sweep_interval_seconds)
+@app.timer(interval=settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
 async def sweep() -> None:
     if app.rebalancing or getattr(app, "in_recovery", False):
         return  # the table may be half-recovered: sweeping now could fire early or twice
@@ -94,8 +94,9 @@ async def sweep() -> None:
         if sent_at is not None and time.monotonic() - sent_at < REEMIT_AFTER_SECONDS:
             continue
         reason, due_at = due
-        await fallbacks.send(key=message_id.encode(), value=encode(_fallback(state, reason,
-                                                                               due_at, now)))
+        await fallbacks.send(
+            key=message_id.encode(), value=encode(_fallback(state, reason, due_at, now))
+        )
         _emitted[message_id] = time.monotonic()
         telemetry.fallbacks.labels(reason).inc()
         telemetry.fallback_lateness.observe(max(0.0, (now - due_at).total_seconds()))

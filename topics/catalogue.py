@@ -25,7 +25,7 @@ class TopicSpec:
     retention_ms: int | None = None  # for delete topics; None = broker default
 
     def config(self) -> dict[str, str]:
-        cfg = {"cleanup.policy": self.retention}
+        cfg: dict[str, str] = {"cleanup.policy": self.retention}
         if self.retention_ms is not None:
             cfg["retention.ms"] = str(self.retention_ms)
         return cfg
@@ -34,26 +34,86 @@ class TopicSpec:
 _WEEK_MS = 7 * 24 * 3600 * 1000
 
 CATALOGUE: tuple[TopicSpec, ...] = (
-    TopicSpec("send-requests", "message_id", models.SendRequest, "delete",
-              "upstream systems", "router", 4 * _WEEK_MS),
-    TopicSpec("practice-settings", "ods_code", models.PracticeSettings, "compact",
-              "practice admin / upstream", "router, metrics"),
-    TopicSpec("eligibility", "nhs_number", models.Eligibility, "compact",
-              "eligibility sync, upstream", "router"),
-    TopicSpec("dispatches", "message_id", models.Dispatch, "delete",
-              "router", "dispatcher, tracker, metrics", 4 * _WEEK_MS),
-    TopicSpec("delivery-receipts", "message_id", models.DeliveryReceipt, "delete",
-              "provider callback ingress", "tracker, metrics", 4 * _WEEK_MS),
-    TopicSpec("read-receipts", "message_id", models.ReadReceipt, "delete",
-              "provider callback ingress", "tracker, metrics", 4 * _WEEK_MS),
-    TopicSpec("responses", "message_id", models.Response, "delete",
-              "patient response service", "metrics", 4 * _WEEK_MS),
-    TopicSpec("fallbacks", "message_id", models.Fallback, "delete",
-              "tracker", "dispatcher, metrics", 4 * _WEEK_MS),
-    TopicSpec("pilot-metrics", "metric key", models.PilotMetric, "compact",
-              "metrics", "analysts"),
-    TopicSpec("dead-letter", "key of the rejected record", models.DeadLetter, "delete",
-              "any agent", "operators", 4 * _WEEK_MS),
+    TopicSpec(
+        "send-requests",
+        "message_id",
+        models.SendRequest,
+        "delete",
+        "upstream systems",
+        "router",
+        4 * _WEEK_MS,
+    ),
+    TopicSpec(
+        "practice-settings",
+        "ods_code",
+        models.PracticeSettings,
+        "compact",
+        "practice admin / upstream",
+        "router, metrics",
+    ),
+    TopicSpec(
+        "eligibility",
+        "nhs_number",
+        models.Eligibility,
+        "compact",
+        "eligibility sync, upstream",
+        "router",
+    ),
+    TopicSpec(
+        "dispatches",
+        "message_id",
+        models.Dispatch,
+        "delete",
+        "router",
+        "dispatcher, tracker, metrics",
+        4 * _WEEK_MS,
+    ),
+    TopicSpec(
+        "delivery-receipts",
+        "message_id",
+        models.DeliveryReceipt,
+        "delete",
+        "provider callback ingress",
+        "tracker, metrics",
+        4 * _WEEK_MS,
+    ),
+    TopicSpec(
+        "read-receipts",
+        "message_id",
+        models.ReadReceipt,
+        "delete",
+        "provider callback ingress",
+        "tracker, metrics",
+        4 * _WEEK_MS,
+    ),
+    TopicSpec(
+        "responses",
+        "message_id",
+        models.Response,
+        "delete",
+        "patient response service",
+        "metrics",
+        4 * _WEEK_MS,
+    ),
+    TopicSpec(
+        "fallbacks",
+        "message_id",
+        models.Fallback,
+        "delete",
+        "tracker",
+        "dispatcher, metrics",
+        4 * _WEEK_MS,
+    ),
+    TopicSpec("pilot-metrics", "metric key", models.PilotMetric, "compact", "metrics", "analysts"),
+    TopicSpec(
+        "dead-letter",
+        "key of the rejected record",
+        models.DeadLetter,
+        "delete",
+        "any agent",
+        "operators",
+        4 * _WEEK_MS,
+    ),
 )
 
 BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOGUE}

@@ -85,8 +85,9 @@ MetricKind = Literal["arm_rate", "comparison", "trend"]
 class Event(BaseModel):
     """Base of every event: immutable, unknown fields ignored (producers may be newer)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", ser_json_bytes="base64",
-                              val_json_bytes="base64")
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
 
 class Patient(Event):

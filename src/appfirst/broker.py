@@ -74,7 +74,7 @@ class EmbeddedBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("APPFIRST_BROKER_LOG", "error")},
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         if not wait_for_port(self.host, self.port, BROKER_START_TIMEOUT):
             self.stop()

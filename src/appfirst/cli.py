@@ -56,18 +56,30 @@ def worker() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8900, show_default=True)
-@click.option("--callback-url", default="http://127.0.0.1:6066", show_default=True,
-              help="Base URL of the worker's callback endpoints.")
-@click.option("--scenario", "scenario_path", type=click.Path(exists=True), default=None,
-              help="Patient behaviour as JSON (see providers/scenario.py).")
+@click.option(
+    "--callback-url",
+    default="http://127.0.0.1:6066",
+    show_default=True,
+    help="Base URL of the worker's callback endpoints.",
+)
+@click.option(
+    "--scenario",
+    "scenario_path",
+    type=click.Path(exists=True),
+    default=None,
+    help="Patient behaviour as JSON (see providers/scenario.py).",
+)
 def simulator(host: str, port: int, callback_url: str, scenario_path: str | None) -> None:
     """Run the provider simulator (NHS App, SMS and email) on loopback."""
     from appfirst.providers.scenario import Scenario
     from appfirst.providers.simulator import Simulator, serve
     from appfirst.settings import get_settings
 
-    sim = Simulator(Scenario.load(scenario_path), callback_url.rstrip("/"),
-                    get_settings().callback_token.get_secret_value())
+    sim = Simulator(
+        Scenario.load(scenario_path),
+        callback_url.rstrip("/"),
+        get_settings().callback_token.get_secret_value(),
+    )
 
     async def _run() -> None:
         runner = await serve(sim, host, port)
@@ -84,8 +96,13 @@ def simulator(host: str, port: int, callback_url: str, scenario_path: str | None
 
 @main.command()
 @click.option("--messages", type=int, default=3000, show_default=True)
-@click.option("--seconds", type=float, default=45.0, show_default=True,
-              help="How long traffic is sent for; the run ends about 75 s later.")
+@click.option(
+    "--seconds",
+    type=float,
+    default=45.0,
+    show_default=True,
+    help="How long traffic is sent for; the run ends about 75 s later.",
+)
 @click.option("--seed", type=int, default=2025, show_default=True)
 def demo(messages: int, seconds: float, seed: int) -> None:
     """Run broker, worker, simulator and traffic together, then print a summary."""

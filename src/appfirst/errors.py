@@ -1,12 +1,12 @@
 """Every error appfirst raises on purpose, in one tree::
 
-    AppfirstError
-    ├── DecodeError            bytes that are not a valid event (reason, codec)
-    │   └── UnknownSchemaError an Avro fingerprint or registry id we cannot resolve
-    ├── RoutingError           a valid request no rule can serve (never expected)
-    └── ProviderError          a provider call failed (provider, status)
-        ├── ProviderRejected   4xx: the request itself is wrong; do not retry
-        └── ProviderUnavailable 429/5xx/transport: retry later (retry_after)
+AppfirstError
+├── DecodeError            bytes that are not a valid event (reason, codec)
+│   └── UnknownSchemaError an Avro fingerprint or registry id we cannot resolve
+├── RoutingError           a valid request no rule can serve (never expected)
+└── ProviderError          a provider call failed (provider, status)
+    ├── ProviderRejected   4xx: the request itself is wrong; do not retry
+    └── ProviderUnavailable 429/5xx/transport: retry later (retry_after)
 """
 
 from __future__ import annotations

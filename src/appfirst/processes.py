@@ -20,7 +20,9 @@ def die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(args: list[str], env: Mapping[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], env: Mapping[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
     """``python -m appfirst ARGS`` in its own session, logging to ``log``."""
     out: IO[bytes] | int = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
     try:
@@ -30,7 +32,7 @@ def spawn(args: list[str], env: Mapping[str, str], log: Path | None = None) -> s
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
     finally:
         if not isinstance(out, int):

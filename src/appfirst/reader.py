@@ -22,8 +22,9 @@ class TopicReader:
     def __init__(self, settings: Settings, names: list[str]) -> None:
         self.settings = settings
         self.names = names
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap,
-                                          enable_auto_commit=False, group_id=None)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap, enable_auto_commit=False, group_id=None
+        )
         self._decoders = {settings.topic(n): Decoder(spec(n).model) for n in names}
 
     async def start(self) -> None:

@@ -7,7 +7,7 @@ operational knobs with safe defaults. Secrets are ``SecretStr`` so they never pr
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -68,7 +68,17 @@ class Settings(BaseSettings):
         """host:port list for aiokafka, from ``kafka://host:port[;host:port]``."""
         if not self.broker:
             raise ValueError("APPFIRST_BROKER is not set")
-        return ",".join(u.removeprefix("kafka://") for u in self.broker.replace(";", ",").split(","))
+        return ",".join(
+            u.removeprefix("kafka://") for u in self.broker.replace(";", ",").split(",")
+        )
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    """Settings from an ``APPFIRST_*`` mapping other than this process's environment."""
+    values: dict[str, Any] = {
+        k.removeprefix("APPFIRST_").lower(): v for k, v in env.items() if k.startswith("APPFIRST_")
+    }
+    return Settings.model_validate(values)
 
 
 @lru_cache(maxsize=1)

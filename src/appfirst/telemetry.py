@@ -7,48 +7,65 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 registry: CollectorRegistry = REGISTRY
 
 records_in = Counter(
-    "appfirst_records_in_total", "Records read, by topic and outcome", ["topic", "outcome"],
+    "appfirst_records_in_total",
+    "Records read, by topic and outcome",
+    ["topic", "outcome"],
     registry=registry,
 )
 dead_letters = Counter(
-    "appfirst_dead_letters_total", "Records sent to dead-letter", ["topic", "agent"],
+    "appfirst_dead_letters_total",
+    "Records sent to dead-letter",
+    ["topic", "agent"],
     registry=registry,
 )
 dispatches = Counter(
     "appfirst_dispatches_total", "Routing decisions", ["channel", "reason"], registry=registry
 )
 duplicate_requests = Counter(
-    "appfirst_duplicate_requests_total", "Send requests seen again for a routed message_id",
+    "appfirst_duplicate_requests_total",
+    "Send requests seen again for a routed message_id",
     registry=registry,
 )
 fallbacks = Counter(
     "appfirst_fallbacks_total", "Fallbacks emitted, by reason", ["reason"], registry=registry
 )
 pending_deadlines = Gauge(
-    "appfirst_pending_deadlines", "NHS App messages waiting on their fallback deadline",
+    "appfirst_pending_deadlines",
+    "NHS App messages waiting on their fallback deadline",
     registry=registry,
 )
 fallback_lateness = Histogram(
-    "appfirst_fallback_lateness_seconds", "Fallback emitted minus due",
-    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300), registry=registry,
+    "appfirst_fallback_lateness_seconds",
+    "Fallback emitted minus due",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+    registry=registry,
 )
 provider_requests = Counter(
-    "appfirst_provider_requests_total", "Provider calls by provider and outcome",
-    ["provider", "outcome"], registry=registry,
+    "appfirst_provider_requests_total",
+    "Provider calls by provider and outcome",
+    ["provider", "outcome"],
+    registry=registry,
 )
 provider_latency = Histogram(
-    "appfirst_provider_request_duration_seconds", "Provider call latency", ["provider"],
+    "appfirst_provider_request_duration_seconds",
+    "Provider call latency",
+    ["provider"],
     registry=registry,
 )
 sends_absorbed = Counter(
-    "appfirst_sends_absorbed_total", "Dispatches or fallbacks seen again and not re-sent",
-    ["kind"], registry=registry,
+    "appfirst_sends_absorbed_total",
+    "Dispatches or fallbacks seen again and not re-sent",
+    ["kind"],
+    registry=registry,
 )
 fallbacks_undeliverable = Counter(
     "appfirst_fallbacks_undeliverable_total",
-    "Fallbacks that could not be sent: the patient has no valid UK mobile", registry=registry,
+    "Fallbacks that could not be sent: the patient has no valid UK mobile",
+    registry=registry,
 )
 callbacks = Counter(
-    "appfirst_callbacks_total", "Provider callbacks received", ["provider", "outcome"],
+    "appfirst_callbacks_total",
+    "Provider callbacks received",
+    ["provider", "outcome"],
     registry=registry,
 )

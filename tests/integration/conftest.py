@@ -21,7 +21,7 @@ from appfirst.codecs.avro import AvroSingleObjectCodec
 from appfirst.codecs.json_codec import JsonCodec
 from appfirst.processes import spawn, stop
 from appfirst.reader import read_until
-from appfirst.settings import Settings
+from appfirst.settings import settings_from_env
 from appfirst.topics.models import Event
 
 pytestmark = pytest.mark.integration
@@ -49,8 +49,7 @@ class Stack:
             "APPFIRST_LOG_LEVEL": "info",
             **overrides,
         }
-        self.settings = Settings(**{k.removeprefix("APPFIRST_").lower(): v
-                                    for k, v in self.env.items()})
+        self.settings = settings_from_env(self.env)
         self.workers: list[tuple[subprocess.Popen[bytes], int, Path]] = []
         self._producer: AIOKafkaProducer | None = None
 
@@ -60,15 +59,20 @@ class Stack:
         port = free_port()
         n = len(self.workers)
         log = self.tmp / f"worker{n}.log"
-        env = {**self.env, "APPFIRST_WEB_PORT": str(port),
-               "APPFIRST_DATA_DIR": str(self.tmp / f"data{n}"), **extra}
+        env = {
+            **self.env,
+            "APPFIRST_WEB_PORT": str(port),
+            "APPFIRST_DATA_DIR": str(self.tmp / f"data{n}"),
+            **extra,
+        }
         proc = spawn(["worker"], env, log)
         self.workers.append((proc, port, log))
         await self.wait_ready(port, proc, log)
         return proc, port
 
-    async def wait_ready(self, port: int, proc: subprocess.Popen[bytes], log: Path,
-                         timeout: float = 60) -> None:
+    async def wait_ready(
+        self, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60
+    ) -> None:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1.0) as client:
             while time.monotonic() < deadline:
@@ -88,16 +92,18 @@ class Stack:
             await self._producer.start()
         return self._producer
 
-    async def publish(self, topic: str, key: str, value: Event | bytes, *,
-                      avro: bool = False) -> None:
+    async def publish(
+        self, topic: str, key: str, value: Event | bytes, *, avro: bool = False
+    ) -> None:
         if isinstance(value, Event):
             codec: Any = AvroSingleObjectCodec(type(value)) if avro else JsonCodec(type(value))
             value = codec.encode(value)
         producer = await self.producer()
         await producer.send_and_wait(self.settings.topic(topic), value, key=key.encode())
 
-    async def read(self, names: list[str], done: Callable[[list[tuple[str, Event]]], bool],
-                   timeout: float = 30) -> list[tuple[str, Event]]:
+    async def read(
+        self, names: list[str], done: Callable[[list[tuple[str, Event]]], bool], timeout: float = 30
+    ) -> list[tuple[str, Event]]:
         return await read_until(self.settings, names, done, timeout)
 
     async def close(self) -> None:
@@ -111,8 +117,9 @@ class Stack:
 
 
 @pytest.fixture
-async def stack_factory(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[
-        Callable[..., Stack]]:
+async def stack_factory(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> AsyncIterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
     def make(**overrides: str) -> Stack:

@@ -25,8 +25,13 @@ def now() -> datetime:
 
 
 def request(message_id: str, **fields: Any) -> SendRequest:
-    patient = {"nhs_number": nhs_number(), "mobile": "07911 123456", "email": None,
-               "deceased": False, **fields.pop("patient", {})}
+    patient = {
+        "nhs_number": nhs_number(),
+        "mobile": "07911 123456",
+        "email": None,
+        "deceased": False,
+        **fields.pop("patient", {}),
+    }
     data: dict[str, Any] = {
         "message_id": message_id,
         "requested_at": now(),
@@ -41,12 +46,21 @@ def request(message_id: str, **fields: Any) -> SendRequest:
 
 
 def app_user(nhs: str, **fields: Any) -> Eligibility:
-    data: dict[str, Any] = {"nhs_number": nhs, "has_nhs_app": True,
-                            "notifications_enabled": True, "checked_at": now(), **fields}
+    data: dict[str, Any] = {
+        "nhs_number": nhs,
+        "has_nhs_app": True,
+        "notifications_enabled": True,
+        "checked_at": now(),
+        **fields,
+    }
     return Eligibility.model_validate(data)
 
 
 def practice(ods: str, **fields: Any) -> PracticeSettings:
-    data: dict[str, Any] = {"ods_code": ods, "nhs_app_individual": True, "arm": "treatment",
-                            **fields}
+    data: dict[str, Any] = {
+        "ods_code": ods,
+        "nhs_app_individual": True,
+        "arm": "treatment",
+        **fields,
+    }
     return PracticeSettings.model_validate(data)

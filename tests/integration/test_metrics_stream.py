@@ -17,8 +17,9 @@ async def test_arm_rates(stack_factory: Any) -> None:
     stack = stack_factory(APPFIRST_METRIC_HORIZONS="2,600")
     await stack.start_worker()
     await stack.publish("practice-settings", "T1", practice("T1"))
-    await stack.publish("practice-settings", "C1",
-                        practice("C1", nhs_app_individual=False, arm="control"))
+    await stack.publish(
+        "practice-settings", "C1", practice("C1", nhs_app_individual=False, arm="control")
+    )
     await stack.publish("practice-settings", "N1", practice("N1", arm=None))
     plan = {"T1": 4, "C1": 5, "N1": 2}
     for ods, count in plan.items():
@@ -33,8 +34,9 @@ async def test_arm_rates(stack_factory: Any) -> None:
         latest = {e.key: e for _, e in rs}
         t = latest.get("arm_rate|treatment|all|2")
         c = latest.get("arm_rate|control|all|2")
-        return bool(t and c and t.sent == 4 and c.sent == 5 and t.responded == 1
-                    and c.responded == 2)
+        return bool(
+            t and c and t.sent == 4 and c.sent == 5 and t.responded == 1 and c.responded == 2
+        )
 
     records = await stack.read(["pilot-metrics"], settled, timeout=30)
     latest: dict[str, PilotMetric] = {e.key: e for _, e in records}

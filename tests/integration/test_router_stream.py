@@ -21,11 +21,16 @@ async def test_each_channel_and_dead_letter(stack_factory: Any) -> None:
     stack = stack_factory()
     await stack.start_worker()
     await stack.publish("practice-settings", "A00001", practice("A00001"))
-    await stack.publish("practice-settings", "C00001",
-                        practice("C00001", nhs_app_individual=False, arm="control"), avro=True)
+    await stack.publish(
+        "practice-settings",
+        "C00001",
+        practice("C00001", nhs_app_individual=False, arm="control"),
+        avro=True,
+    )
     app_req = request("m-app")
-    await stack.publish("eligibility", app_req.patient.nhs_number,
-                        app_user(app_req.patient.nhs_number), avro=True)
+    await stack.publish(
+        "eligibility", app_req.patient.nhs_number, app_user(app_req.patient.nhs_number), avro=True
+    )
     cases = [
         app_req,
         request("m-control", ods_code="C00001"),
@@ -36,8 +41,11 @@ async def test_each_channel_and_dead_letter(stack_factory: Any) -> None:
     # Bad input first: the worker must carry on past it.
     await stack.publish("send-requests", "junk", b"\x07\x00garbage")
     bad = request("bad-nhs")
-    await stack.publish("send-requests", "bad-nhs", bad.model_dump_json().replace(
-        bad.patient.nhs_number, "1234567890").encode())
+    await stack.publish(
+        "send-requests",
+        "bad-nhs",
+        bad.model_dump_json().replace(bad.patient.nhs_number, "1234567890").encode(),
+    )
     for i, req in enumerate(cases):
         await stack.publish("send-requests", req.message_id, req, avro=i % 2 == 1)
 

@@ -20,26 +20,39 @@ async def test_fallback_rules(stack_factory: Any) -> None:
     stack = stack_factory(APPFIRST_FALLBACK_INDIVIDUAL_SECONDS=str(DEADLINE))
     await stack.start_worker()
     await stack.publish("practice-settings", "A00001", practice("A00001"))
-    reqs = {name: request(name) for name in ("unread", "read", "unnotified", "early-read",
-                                              "late-read")}
+    reqs = {
+        name: request(name) for name in ("unread", "read", "unnotified", "early-read", "late-read")
+    }
     for req in reqs.values():
         nhs = req.patient.nhs_number
         await stack.publish("eligibility", nhs, app_user(nhs))
     # An early read: the receipt is there before the request is even routed.
-    await stack.publish("read-receipts", "early-read",
-                        ReadReceipt(message_id="early-read", read_at=now()))
+    await stack.publish(
+        "read-receipts", "early-read", ReadReceipt(message_id="early-read", read_at=now())
+    )
     for req in reqs.values():
         await stack.publish("send-requests", req.message_id, req)
     await stack.read(["dispatches"], lambda rs: len(rs) >= len(reqs))
     await stack.publish("read-receipts", "read", ReadReceipt(message_id="read", read_at=now()))
-    await stack.publish("delivery-receipts", "unnotified", DeliveryReceipt(
-        message_id="unnotified", channel="nhs_app", status="unnotified", occurred_at=now()))
+    await stack.publish(
+        "delivery-receipts",
+        "unnotified",
+        DeliveryReceipt(
+            message_id="unnotified", channel="nhs_app", status="unnotified", occurred_at=now()
+        ),
+    )
     # Read, but after its deadline: the fallback still goes.
-    await stack.publish("read-receipts", "late-read", ReadReceipt(
-        message_id="late-read", read_at=now() + timedelta(seconds=DEADLINE * 3)))
+    await stack.publish(
+        "read-receipts",
+        "late-read",
+        ReadReceipt(message_id="late-read", read_at=now() + timedelta(seconds=DEADLINE * 3)),
+    )
 
-    records = await stack.read(["fallbacks", "dispatches"],
-                               lambda rs: sum(t == "fallbacks" for t, _ in rs) >= 3, timeout=30)
+    records = await stack.read(
+        ["fallbacks", "dispatches"],
+        lambda rs: sum(t == "fallbacks" for t, _ in rs) >= 3,
+        timeout=30,
+    )
     # Give a wrong fallback time to show itself before concluding.
     records = await stack.read(["fallbacks", "dispatches"], lambda rs: False, timeout=DEADLINE)
     fallbacks: list[Fallback] = [e for t, e in records if t == "fallbacks"]

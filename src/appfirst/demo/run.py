@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -22,7 +23,7 @@ from appfirst.demo.summary import Tally, render
 from appfirst.demo.traffic import Pilot
 from appfirst.processes import spawn, stop
 from appfirst.reader import TopicReader
-from appfirst.settings import Settings
+from appfirst.settings import Settings, settings_from_env
 
 TIME_SCALE = 120.0  # simulated seconds per real second
 HORIZONS = (30, 90)  # 1 and 3 simulated hours
@@ -60,20 +61,33 @@ async def _run(console: Console, messages: int, seconds: float, seed: int) -> in
     web_port, sim_port = free_port(), free_port()
     scenario = workdir / "scenario.json"
     scenario.write_text(f'{{"seed": {seed}, "time_scale": {TIME_SCALE}}}', encoding="utf-8")
-    procs = []
+    procs: list[subprocess.Popen[bytes]] = []
     with EmbeddedBroker() as broker:
         env = demo_env(broker.url, web_port, sim_port, str(workdir / "data"))
-        settings = Settings(**{k.removeprefix("APPFIRST_").lower(): v for k, v in env.items()})
+        settings = settings_from_env(env)
         try:
             console.print(f"[bold]appfirst demo[/] broker {broker.url}, logs in {workdir}")
             procs.append(spawn(["worker"], env, workdir / "worker.log"))
-            procs.append(spawn(["simulator", "--port", str(sim_port), "--callback-url",
-                                f"http://127.0.0.1:{web_port}", "--scenario", str(scenario)],
-                               env, workdir / "simulator.log"))
-            await _wait_http(f"http://127.0.0.1:{web_port}/", 60, procs)
+            procs.append(
+                spawn(
+                    [
+                        "simulator",
+                        "--port",
+                        str(sim_port),
+                        "--callback-url",
+                        f"http://127.0.0.1:{web_port}",
+                        "--scenario",
+                        str(scenario),
+                    ],
+                    env,
+                    workdir / "simulator.log",
+                )
+            )
+            await _wait_http(f"http://127.0.0.1:{web_port}/readyz", 60)
             tally = Tally()
-            await _drive(console, settings, Pilot.make(seed), messages, seconds, tally, procs)
-            sends = httpx.get(f"http://127.0.0.1:{sim_port}/_sim/sends", timeout=5).json()
+            await _drive(console, settings, Pilot.make(seed), messages, seconds, tally)
+            async with httpx.AsyncClient(timeout=5) as client:
+                sends = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/sends")).json()
             console.print(render(tally, sends, HORIZONS, TIME_SCALE))
             ok = tally.both_arms() and tally.all_channels() and tally.fallbacks_total() > 0
             return 0 if ok else 1
@@ -82,7 +96,7 @@ async def _run(console: Console, messages: int, seconds: float, seed: int) -> in
                 stop(proc)
 
 
-async def _wait_http(url: str, timeout: float, procs: list[object]) -> None:
+async def _wait_http(url: str, timeout: float) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with httpx.AsyncClient(timeout=1.0) as client:
@@ -94,8 +108,14 @@ async def _wait_http(url: str, timeout: float, procs: list[object]) -> None:
     raise RuntimeError(f"worker did not come up at {url}; see its log")
 
 
-async def _drive(console: Console, settings: Settings, pilot: Pilot, messages: int,
-                 seconds: float, tally: Tally, procs: list[object]) -> None:
+async def _drive(
+    console: Console,
+    settings: Settings,
+    pilot: Pilot,
+    messages: int,
+    seconds: float,
+    tally: Tally,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5)
     reader = TopicReader(settings, ["dispatches", "fallbacks", "pilot-metrics", "dead-letter"])
     await producer.start()
@@ -103,38 +123,50 @@ async def _drive(console: Console, settings: Settings, pilot: Pilot, messages: i
     drain = 75.0
     try:
         for record in pilot.setup_records():
-            await producer.send(settings.topic(record.topic), record.value,
-                                key=record.key.encode())
+            await producer.send(settings.topic(record.topic), record.value, key=record.key.encode())
         await producer.flush()
-        columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[note]}"))
+        columns = (
+            TextColumn("{task.description:<22}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}"),
+        )
         with Progress(*columns, console=console, transient=False) as progress:
             sent = progress.add_task("send requests", total=messages, note="")
             routed = progress.add_task("dispatches", total=messages, note="")
             waited = progress.add_task("deadlines and metrics", total=int(drain), note="")
             loop = asyncio.get_running_loop()
             start = loop.time()
-            produced = 0
-            for batch in pilot.messages(messages):
+            for produced, batch in enumerate(pilot.messages(messages), start=1):
                 for record in batch:
-                    await producer.send(settings.topic(record.topic), record.value,
-                                        key=record.key.encode())
-                produced += 1
+                    await producer.send(
+                        settings.topic(record.topic), record.value, key=record.key.encode()
+                    )
                 ahead = start + seconds * produced / messages - loop.time()
                 if ahead > 0:
                     await producer.flush()
                     await _follow(reader, tally, ahead)
                 progress.update(sent, completed=produced)
-                progress.update(routed, completed=tally.dispatch_count(),
-                                note=f"fallbacks {tally.fallbacks_total()}")
+                progress.update(
+                    routed,
+                    completed=tally.dispatch_count(),
+                    note=f"fallbacks {tally.fallbacks_total()}",
+                )
             await producer.flush()
             end = loop.time() + drain
             while loop.time() < end:
                 await _follow(reader, tally, 1.0)
-                progress.update(routed, completed=tally.dispatch_count(),
-                                note=f"fallbacks {tally.fallbacks_total()}")
-                progress.update(waited, completed=int(drain - (end - loop.time())),
-                                note=f"metrics {len(tally.metrics)}")
+                progress.update(
+                    routed,
+                    completed=tally.dispatch_count(),
+                    note=f"fallbacks {tally.fallbacks_total()}",
+                )
+                progress.update(
+                    waited,
+                    completed=int(drain - (end - loop.time())),
+                    note=f"metrics {len(tally.metrics)}",
+                )
     finally:
         await producer.stop()
         await reader.stop()

@@ -45,8 +45,9 @@ class Tally:
         return {"nhs_app", "sms", "email"} <= {d.channel for d in self.dispatches.values()}
 
 
-def render(tally: Tally, sends: dict[str, Any], horizons: tuple[int, ...],
-           time_scale: float) -> Group:
+def render(
+    tally: Tally, sends: dict[str, Any], horizons: tuple[int, ...], time_scale: float
+) -> Group:
     by_reason = Table(title="Messages by channel and reason", title_justify="left")
     by_reason.add_column("channel")
     by_reason.add_column("reason")
@@ -59,12 +60,14 @@ def render(tally: Tally, sends: dict[str, Any], horizons: tuple[int, ...],
     fb = Table(title="Fallback SMS by reason", title_justify="left")
     fb.add_column("reason")
     fb.add_column("fallbacks", justify="right")
-    for reason, n in sorted(Counter(f.reason for f in tally.fallbacks.values()).items()):
-        fb.add_row(reason, str(n))
+    for fb_reason, n in sorted(Counter(f.reason for f in tally.fallbacks.values()).items()):
+        fb.add_row(fb_reason, str(n))
     fb.add_row("[bold]all[/]", f"[bold]{tally.fallbacks_total()}[/]")
 
-    rates = Table(title="Response rate by arm (all message types, matured messages only)",
-                  title_justify="left")
+    rates = Table(
+        title="Response rate by arm (all message types, matured messages only)",
+        title_justify="left",
+    )
     rates.add_column("arm")
     for h in horizons:
         rates.add_column(f"within {h * time_scale / 3600:g} h (simulated)", justify="right")
@@ -86,6 +89,6 @@ def render(tally: Tally, sends: dict[str, Any], horizons: tuple[int, ...],
     checks.add_row("duplicate sends refused by the simulator", str(sends.get("duplicates")))
     checks.add_row("fallback records (incl. re-emitted)", str(tally.fallback_records))
     checks.add_row("dead letters", str(sum(tally.dead_letters.values())))
-    for reason, n in tally.dead_letters.most_common(3):
-        checks.add_row(f"  {reason}", str(n))
+    for why, n in tally.dead_letters.most_common(3):
+        checks.add_row(f"  {why}", str(n))
     return Group(by_reason, fb, rates, checks)

@@ -17,11 +17,23 @@ from appfirst.rules.contact import normalise_uk_mobile
 from appfirst.rules.nhs_number import check_digit
 from appfirst.topics.models import Eligibility, Event, Patient, PracticeSettings, SendRequest
 
-INDIVIDUAL_TYPES = ("sms", "sms_with_response", "questionnaire", "self_book", "video_invite",
-                    "questionnaire_reminder", "confirmation")
+INDIVIDUAL_TYPES = (
+    "sms",
+    "sms_with_response",
+    "questionnaire",
+    "self_book",
+    "video_invite",
+    "questionnaire_reminder",
+    "confirmation",
+)
 INDIVIDUAL_WEIGHTS = (25, 30, 15, 12, 6, 6, 6)
-BATCH_TYPES = ("questionnaire", "bp_monitoring_questionnaire", "appointment_reminder", "sms",
-               "self_book")
+BATCH_TYPES = (
+    "questionnaire",
+    "bp_monitoring_questionnaire",
+    "appointment_reminder",
+    "sms",
+    "self_book",
+)
 BATCH_WEIGHTS = (30, 15, 25, 20, 10)
 
 
@@ -42,7 +54,7 @@ def nhs_number(rng: random.Random) -> str:
 
 def _encode(event: Event, rng: random.Random) -> bytes:
     codec = JsonCodec(type(event)) if rng.random() < 0.5 else AvroSingleObjectCodec(type(event))
-    return codec.encode(event)  # type: ignore[arg-type]
+    return codec.encode(event)
 
 
 @dataclass
@@ -54,10 +66,22 @@ class Pilot:
     def make(cls, seed: int, per_arm: int = 6) -> Pilot:
         practices = []
         for i in range(per_arm):
-            practices.append(PracticeSettings(ods_code=f"T{i:04d}", nhs_app_individual=True,
-                                              arm="treatment", likely_to_fail_check=i % 2 == 0))
-            practices.append(PracticeSettings(ods_code=f"C{i:04d}", nhs_app_individual=False,
-                                              arm="control", likely_to_fail_check=i % 2 == 1))
+            practices.append(
+                PracticeSettings(
+                    ods_code=f"T{i:04d}",
+                    nhs_app_individual=True,
+                    arm="treatment",
+                    likely_to_fail_check=i % 2 == 0,
+                )
+            )
+            practices.append(
+                PracticeSettings(
+                    ods_code=f"C{i:04d}",
+                    nhs_app_individual=False,
+                    arm="control",
+                    likely_to_fail_check=i % 2 == 1,
+                )
+            )
         practices.append(PracticeSettings(ods_code="N0001", nhs_app_individual=True, arm=None))
         return cls(practices, seed)
 
@@ -96,12 +120,18 @@ class Pilot:
     def _request(self, n: int, rng: random.Random, nhs: str, now: datetime) -> SendRequest:
         practice = rng.choice(self.practices)
         batch = rng.random() < 0.2
-        types, weights = (BATCH_TYPES, BATCH_WEIGHTS) if batch else (INDIVIDUAL_TYPES,
-                                                                      INDIVIDUAL_WEIGHTS)
+        types, weights = (
+            (BATCH_TYPES, BATCH_WEIGHTS) if batch else (INDIVIDUAL_TYPES, INDIVIDUAL_WEIGHTS)
+        )
         message_type = rng.choices(types, weights)[0]
         mobile_roll = rng.random()
-        mobile = (None if mobile_roll < 0.02 else "020 7946 0000" if mobile_roll < 0.04
-                  else uk_mobile(rng))
+        mobile = (
+            None
+            if mobile_roll < 0.02
+            else "020 7946 0000"
+            if mobile_roll < 0.04
+            else uk_mobile(rng)
+        )
         email = f"patient{n}@example.org" if rng.random() < (0.15 if batch else 0.06) else None
         return SendRequest(
             message_id=f"demo-{self.seed}-{n:06d}",
@@ -111,10 +141,11 @@ class Pilot:
             nation="wales" if rng.random() < 0.02 else "england",
             origin="batch" if batch else "individual",
             batch_id=f"batch-{n // 100}" if batch else None,
-            message_type=message_type,  # type: ignore[arg-type]
+            message_type=message_type,
             body=_body(message_type, rng),
-            patient=Patient(nhs_number=nhs, mobile=mobile, email=email,
-                            deceased=rng.random() < 0.005),
+            patient=Patient(
+                nhs_number=nhs, mobile=mobile, email=email, deceased=rng.random() < 0.005
+            ),
             email_selected=email is not None and not batch and rng.random() < 0.5,
             number_overridden=rng.random() < 0.02,
         )
@@ -137,9 +168,9 @@ def _body(message_type: str, rng: random.Random) -> str:
         "self_book": "Please book your appointment using this link: https://example.org/b/",
         "questionnaire": "Please complete this short questionnaire: https://example.org/q/",
         "bp_monitoring_questionnaire": "Please send your home blood pressure readings: "
-                                       "https://example.org/bp/",
+        "https://example.org/bp/",
         "sms_with_response": "Your GP would like to hear from you. Reply here: "
-                             "https://example.org/r/",
+        "https://example.org/r/",
     }.get(message_type, "A message from your GP practice about your care. ")
     tail = "x" * rng.randrange(0, 200) if rng.random() < 0.3 else "ok"
     if rng.random() < 0.05:

@@ -255,8 +255,8 @@ def test_check_digit_ten_means_no_valid_number(first_nine: str) -> None:
         " 9434765919",
         "9434765919 ",
         "-943476591",
-        "９４３４７６５９１９",  # full-width digits
-        "٩٤٣٤٧٦٥٩١٩",  # Arabic-Indic digits
+        "".join(chr(0xFF10 + int(d)) for d in "9434765919"),  # full-width digits
+        "".join(chr(0x0660 + int(d)) for d in "9434765919"),  # Arabic-Indic digits
         "",
     ],
     ids=[

@@ -681,8 +681,11 @@ def test_fallback_due_at_uses_given_deadlines() -> None:
         assert dispatch.fallback_due_at == NOW + timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if r.channel != "nhs_app"],
-                         ids=[r.id for r in ROWS if r.channel != "nhs_app"])
+@pytest.mark.parametrize(
+    "row",
+    [r for r in ROWS if r.channel != "nhs_app"],
+    ids=[r.id for r in ROWS if r.channel != "nhs_app"],
+)
 def test_fallback_due_at_only_for_nhs_app(row: Row) -> None:
     assert _route(row).fallback_due_at is None
 
@@ -707,7 +710,9 @@ def test_sms_fragments_are_counted_from_body(body: str, fragments: int) -> None:
     assert (dispatch.channel, dispatch.sms_fragments) == ("sms", fragments)
 
 
-@pytest.mark.parametrize("arm", ["treatment", "control", None], ids=["treatment", "control", "none"])
+@pytest.mark.parametrize(
+    "arm", ["treatment", "control", None], ids=["treatment", "control", "none"]
+)
 @pytest.mark.parametrize(
     "request_overrides",
     [{}, {"message_type": "two_factor"}, {"origin": "batch", "email": EMAIL}, {"deceased": True}],
@@ -725,14 +730,16 @@ def test_arm_is_copied_from_practice(arm: str | None, request_overrides: dict[st
 
 
 def test_arm_is_null_without_practice_record() -> None:
-    dispatch = route(make_request(origin="batch"), None, make_eligibility(), now=NOW,
-                     deadlines=Deadlines())
+    dispatch = route(
+        make_request(origin="batch"), None, make_eligibility(), now=NOW, deadlines=Deadlines()
+    )
     assert dispatch.channel == "nhs_app"
     assert dispatch.arm is None
 
 
 @pytest.mark.parametrize(
-    "raw", ["07911 123456", "+44 7911 123456", "447911123456", "+44 (0)7911-123-456"],
+    "raw",
+    ["07911 123456", "+44 7911 123456", "447911123456", "+44 (0)7911-123-456"],
     ids=["national", "international-spaced", "no-plus", "punctuated"],
 )
 @pytest.mark.parametrize(

@@ -95,8 +95,10 @@ def _split_union(avro_type: Any) -> tuple[bool, Any]:
 
 def _normalise(avro_type: Any) -> Any:
     """``{"type": "string"}`` is the primitive ``"string"``; anything richer is kept."""
-    if isinstance(avro_type, dict) and set(avro_type) == {"type"} and isinstance(
-        avro_type["type"], str
+    if (
+        isinstance(avro_type, dict)
+        and set(avro_type) == {"type"}
+        and isinstance(avro_type["type"], str)
     ):
         return avro_type["type"]
     return avro_type
@@ -130,8 +132,7 @@ def _assert_same_type(py: Any, avro: Any, where: str) -> None:
     else:
         assert py in _PRIMITIVES, f"{where}: no Avro mapping known for {py!r}"
         assert avro == _PRIMITIVES[py], (
-            f"{where}: {py.__name__} in the model must be {_PRIMITIVES[py]!r} in Avro, "
-            f"got {avro!r}"
+            f"{where}: {py.__name__} in the model must be {_PRIMITIVES[py]!r} in Avro, got {avro!r}"
         )
 
 
@@ -247,8 +248,7 @@ CONTRACT_TOPICS: tuple[tuple[str, str, str, str, str], ...] = (
     ("practice-settings", "ods_code", "practice admin / upstream", "router, metrics", "compact"),
     ("eligibility", "nhs_number", "eligibility sync, upstream", "router", "compact"),
     ("dispatches", "message_id", "router", "dispatcher, tracker, metrics", "delete"),
-    ("delivery-receipts", "message_id", "provider callback ingress", "tracker, metrics",
-     "delete"),
+    ("delivery-receipts", "message_id", "provider callback ingress", "tracker, metrics", "delete"),
     ("read-receipts", "message_id", "provider callback ingress", "tracker, metrics", "delete"),
     ("responses", "message_id", "patient response service", "metrics", "delete"),
     ("fallbacks", "message_id", "tracker", "dispatcher, metrics", "delete"),

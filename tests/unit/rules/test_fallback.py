@@ -1,0 +1,456 @@
+"""The fallback state machine of one NHS App message (rules/fallback.py)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from functools import reduce
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appfirst.rules.fallback import (
+    TrackState,
+    due,
+    due_at,
+    on_delivery,
+    on_dispatch,
+    on_fallback_emitted,
+    on_read,
+    owed,
+    pending,
+)
+from appfirst.rules.routing import Deadlines
+from appfirst.topics.models import DeliveryReceipt, Dispatch
+
+T0 = datetime(2025, 3, 4, 9, 0, 0, tzinfo=UTC)
+D = 3600.0
+MID = "msg-42"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def make_dispatch(
+    channel: str = "nhs_app",
+    dispatched_at: datetime = T0,
+    origin: str = "individual",
+    message_type: str = "appointment_reminder",
+) -> Dispatch:
+    return Dispatch.model_validate(
+        {
+            "message_id": MID,
+            "channel": channel,
+            "reason": {
+                "nhs_app": "nhs_app_enabled",
+                "sms": "no_nhs_app",
+                "email": "email_in_list",
+                "none": "deceased",
+            }[channel],
+            "dispatched_at": dispatched_at,
+            "ods_code": "A81001",
+            "arm": "treatment",
+            "origin": origin,
+            "message_type": message_type,
+            "fallback_due_at": dispatched_at + timedelta(seconds=D)
+            if channel == "nhs_app"
+            else None,
+            "sms_fragments": 1 if channel == "sms" else None,
+            "mobile": "+447911123456",
+            "body": "hello",
+        }
+    )
+
+
+def receipt(
+    status: str, occurred_at: datetime, channel: str = "nhs_app", leg: str = "primary"
+) -> DeliveryReceipt:
+    return DeliveryReceipt.model_validate(
+        {
+            "message_id": MID,
+            "channel": channel,
+            "status": status,
+            "occurred_at": occurred_at,
+            "leg": leg,
+        }
+    )
+
+
+def fresh() -> TrackState:
+    return TrackState(MID, partition=3)
+
+
+def dispatched(deadline: float = D, when: datetime = T0) -> TrackState:
+    return on_dispatch(fresh(), make_dispatch(dispatched_at=when), deadline)
+
+
+# --- due time ---------------------------------------------------------------------------
+
+
+def test_nothing_owed_before_dispatch() -> None:
+    state = on_delivery(fresh(), receipt("delivered", at(10)))
+    assert due_at(state) is None
+    assert owed(state) is None
+    assert not pending(state)
+    assert due(state, at(10**7)) is None
+
+
+def test_due_from_dispatch_while_no_delivered_receipt() -> None:
+    state = dispatched()
+    assert due_at(state) == at(D)
+    assert owed(state) == ("unread", at(D))
+    assert pending(state)
+
+
+def test_due_from_delivery_after_a_delivered_receipt() -> None:
+    state = on_delivery(dispatched(), receipt("delivered", at(600)))
+    assert due_at(state) == at(600 + D)
+    assert owed(state) == ("unread", at(600 + D))
+
+
+def test_delivered_receipt_before_dispatch_still_sets_the_due_time() -> None:
+    state = on_delivery(fresh(), receipt("delivered", at(600)))
+    state = on_dispatch(state, make_dispatch(), D)
+    assert owed(state) == ("unread", at(600 + D))
+
+
+def test_earliest_delivered_receipt_wins() -> None:
+    state = on_delivery(dispatched(), receipt("delivered", at(900)))
+    state = on_delivery(state, receipt("delivered", at(300)))
+    state = on_delivery(state, receipt("delivered", at(600)))
+    assert due_at(state) == at(300 + D)
+
+
+def test_notified_is_not_delivered() -> None:
+    state = on_delivery(dispatched(), receipt("notified", at(600)))
+    assert state == dispatched()
+    assert owed(state) == ("unread", at(D))
+
+
+@pytest.mark.parametrize(
+    ("origin", "message_type", "seconds"),
+    [
+        ("individual", "questionnaire", 3600),
+        ("batch", "bp_monitoring_questionnaire", 10800),
+        ("batch", "questionnaire", 86400),
+    ],
+    ids=["individual", "batch-bp-monitoring", "batch-other"],
+)
+def test_deadline_comes_from_the_dispatch(origin: str, message_type: str, seconds: int) -> None:
+    deadline = Deadlines().for_message(origin, message_type)
+    assert deadline == seconds
+    state = on_dispatch(fresh(), make_dispatch(origin=origin, message_type=message_type), deadline)
+    assert owed(state) == ("unread", at(seconds))
+    state = on_delivery(state, receipt("delivered", at(120)))
+    assert owed(state) == ("unread", at(120 + seconds))
+
+
+def test_due_respects_now() -> None:
+    state = dispatched()
+    assert due(state, at(0)) is None
+    assert due(state, at(D) - timedelta(milliseconds=1)) is None
+    assert due(state, at(D)) == ("unread", at(D))
+    assert due(state, at(D + 86400)) == ("unread", at(D))
+
+
+def test_due_respects_now_for_immediate_failures() -> None:
+    state = on_delivery(dispatched(), receipt("failed", at(30)))
+    assert due(state, at(29)) is None
+    assert due(state, at(30)) == ("failed", at(30))
+
+
+# --- reads ------------------------------------------------------------------------------
+
+
+def test_read_before_dispatch_arrives_cancels() -> None:
+    state = on_read(fresh(), at(100))
+    state = on_dispatch(state, make_dispatch(), D)
+    assert owed(state) is None
+    assert not pending(state)
+    assert due(state, at(10**7)) is None
+
+
+def test_read_between_dispatch_and_delivery_cancels() -> None:
+    state = on_read(dispatched(), at(100))
+    state = on_delivery(state, receipt("delivered", at(50)))
+    assert owed(state) is None
+
+
+def test_read_after_delivery_cancels() -> None:
+    state = on_delivery(dispatched(), receipt("delivered", at(50)))
+    state = on_read(state, at(100))
+    assert owed(state) is None
+
+
+def test_read_after_dispatch_deadline_but_before_delivery_deadline_cancels() -> None:
+    # Delivered late: the due time moves to delivery + D, and the read comes before it.
+    state = on_read(dispatched(), at(D + 60))
+    state = on_delivery(state, receipt("delivered", at(D - 60)))
+    assert owed(state) is None
+
+
+def test_read_just_before_due_cancels() -> None:
+    state = on_read(dispatched(), at(D) - timedelta(milliseconds=1))
+    assert owed(state) is None
+
+
+@pytest.mark.parametrize("late", [0, 1, 3600], ids=["at-due", "1s-after", "1h-after"])
+def test_read_at_or_after_due_does_not_cancel(late: int) -> None:
+    state = on_read(dispatched(), at(D + late))
+    assert owed(state) == ("unread", at(D))
+    assert due(state, at(D)) == ("unread", at(D))
+
+
+def test_earliest_read_wins() -> None:
+    state = on_read(dispatched(), at(D + 100))
+    state = on_read(state, at(100))
+    state = on_read(state, at(D + 200))
+    assert owed(state) is None
+
+
+# --- immediate failures -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", ["unnotified", "rejected", "failed"])
+def test_failure_is_owed_at_once_with_its_reason(status: str) -> None:
+    state = on_delivery(dispatched(), receipt(status, at(5)))
+    assert owed(state) == (status, at(5))
+    assert due(state, at(5)) == (status, at(5))
+
+
+@pytest.mark.parametrize("status", ["unnotified", "rejected", "failed"])
+def test_failure_after_delivery_is_still_owed_at_once(status: str) -> None:
+    state = on_delivery(dispatched(), receipt("delivered", at(5)))
+    state = on_delivery(state, receipt(status, at(20)))
+    assert owed(state) == (status, at(20))
+
+
+@pytest.mark.parametrize("status", ["unnotified", "rejected", "failed"])
+def test_failure_before_dispatch_is_owed_once_dispatched(status: str) -> None:
+    state = on_delivery(fresh(), receipt(status, at(5)))
+    assert owed(state) is None
+    state = on_dispatch(state, make_dispatch(), D)
+    assert owed(state) == (status, at(5))
+
+
+def test_read_after_failure_does_not_cancel() -> None:
+    state = on_delivery(dispatched(), receipt("unnotified", at(5)))
+    state = on_read(state, at(10))
+    assert owed(state) == ("unnotified", at(5))
+
+
+def test_read_before_failure_cancels() -> None:
+    state = on_read(dispatched(), at(3))
+    state = on_delivery(state, receipt("rejected", at(5)))
+    assert owed(state) is None
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [
+        [("unnotified", 10), ("failed", 100)],
+        [("rejected", 10), ("failed", 100)],
+        [("unnotified", 10), ("rejected", 100)],
+    ],
+    ids=["unnotified-then-failed", "rejected-then-failed", "unnotified-then-rejected"],
+)
+def test_two_failures_give_the_same_fallback_in_either_arrival_order(
+    failures: list[tuple[str, int]],
+) -> None:
+    # "A read receipt before the due time cancels the fallback, whatever order the receipts
+    # and the dispatch arrive in": here the read (t=50) is after the first failure (t=10),
+    # so the fallback is owed from t=10 whichever failure receipt arrives first.
+    base = on_read(dispatched(), at(50))
+    in_order = reduce(lambda s, f: on_delivery(s, receipt(f[0], at(f[1]))), failures, base)
+    reversed_ = reduce(
+        lambda s, f: on_delivery(s, receipt(f[0], at(f[1]))), reversed(failures), base
+    )
+    first_status, first_at = failures[0]
+    assert owed(in_order) == (first_status, at(first_at))
+    assert owed(reversed_) == owed(in_order)
+
+
+# --- what is ignored --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channel", ["email", "sms", "none"])
+def test_non_nhs_app_dispatches_are_ignored(channel: str) -> None:
+    state = on_dispatch(fresh(), make_dispatch(channel=channel), D)
+    assert state == fresh()
+    assert owed(state) is None
+    assert due(state, at(10**7)) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "channel", "leg"),
+    [
+        ("delivered", "sms", "primary"),
+        ("permanent_failure", "sms", "primary"),
+        ("technical_failure", "email", "primary"),
+        ("delivered", "email", "primary"),
+        ("delivered", "nhs_app", "fallback"),
+        ("failed", "nhs_app", "fallback"),
+        ("rejected", "nhs_app", "fallback"),
+        ("delivered", "sms", "fallback"),
+        ("permanent_failure", "sms", "fallback"),
+    ],
+    ids=lambda v: str(v),
+)
+def test_receipts_of_other_channels_or_the_fallback_leg_are_ignored(
+    status: str, channel: str, leg: str
+) -> None:
+    before = dispatched()
+    after = on_delivery(before, receipt(status, at(60), channel=channel, leg=leg))
+    assert after == before
+    assert owed(after) == ("unread", at(D))
+
+
+@pytest.mark.parametrize(
+    "status", ["permanent_failure", "temporary_failure", "technical_failure", "notified"]
+)
+def test_nhs_app_receipts_with_non_app_statuses_change_nothing(status: str) -> None:
+    before = dispatched()
+    assert on_delivery(before, receipt(status, at(60))) == before
+
+
+# --- at most one fallback ---------------------------------------------------------------
+
+
+def test_never_owed_again_once_emitted() -> None:
+    state = on_fallback_emitted(dispatched(), "unread")
+    assert state.fallback_emitted and state.fallback_reason == "unread"
+    assert owed(state) is None
+    assert due(state, at(10**7)) is None
+    # Nothing that arrives later revives it.
+    state = on_delivery(state, receipt("delivered", at(D + 10)))
+    state = on_delivery(state, receipt("failed", at(D + 20)))
+    state = on_dispatch(state, make_dispatch(dispatched_at=at(D + 30)), D)
+    assert owed(state) is None
+    assert not pending(state)
+
+
+def test_emitted_seen_before_dispatch_is_never_owed() -> None:
+    state = on_fallback_emitted(fresh(), "failed")
+    state = on_dispatch(state, make_dispatch(), D)
+    state = on_delivery(state, receipt("failed", at(5)))
+    assert owed(state) is None
+
+
+def test_second_dispatch_is_ignored() -> None:
+    first = dispatched()
+    again = on_dispatch(first, make_dispatch(dispatched_at=at(500)), 86400)
+    assert again == first
+
+
+def test_duplicated_events_are_idempotent() -> None:
+    events = [
+        lambda s: on_dispatch(s, make_dispatch(), D),
+        lambda s: on_delivery(s, receipt("delivered", at(60))),
+        lambda s: on_delivery(s, receipt("unnotified", at(70))),
+        lambda s: on_read(s, at(D + 500)),
+        lambda s: on_fallback_emitted(s, "unnotified"),
+    ]
+    state = fresh()
+    for event in events:
+        once = event(state)
+        assert event(once) == once
+        state = once
+
+
+# --- persistence ------------------------------------------------------------------------
+
+
+def _roundtrip(state: TrackState) -> TrackState:
+    return TrackState.from_json(json.loads(json.dumps(state.to_json())))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: fresh(),
+        lambda: dispatched(),
+        lambda: on_read(on_delivery(dispatched(), receipt("delivered", at(60))), at(120)),
+        lambda: on_delivery(dispatched(), receipt("rejected", at(61.5))),
+        lambda: on_fallback_emitted(
+            on_delivery(dispatched(when=at(0.123)), receipt("failed", at(1))), "failed"
+        ),
+    ],
+    ids=["fresh", "dispatched", "delivered-and-read", "failed", "emitted"],
+)
+def test_track_state_json_round_trip(build: Any) -> None:
+    state = build()
+    back = _roundtrip(state)
+    assert back == state
+    assert owed(back) == owed(state)
+    assert back.to_json() == state.to_json()
+
+
+def test_track_state_json_keeps_what_the_fallback_sms_needs() -> None:
+    state = dispatched()
+    data = json.loads(json.dumps(state.to_json()))
+    assert data["dispatch"]["mobile"] == "+447911123456"
+    assert data["dispatch"]["body"] == "hello"
+    assert data["deadline_seconds"] == D
+
+
+# --- order independence -----------------------------------------------------------------
+
+OFFSETS = st.integers(min_value=-600, max_value=3 * 86400)
+
+
+def _apply(state: TrackState, event: tuple[Any, ...]) -> TrackState:
+    kind = event[0]
+    if kind == "dispatch":
+        return on_dispatch(state, make_dispatch(channel=event[2], dispatched_at=at(event[1])), D)
+    if kind == "read":
+        return on_read(state, at(event[1]))
+    return on_delivery(state, receipt(kind, at(event[1]), channel=event[2], leg=event[3]))
+
+
+@st.composite
+def event_sets(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    dispatch_at = draw(st.integers(min_value=0, max_value=600))
+    events: list[tuple[Any, ...]] = [("dispatch", dispatch_at, "nhs_app")]
+    for _ in range(draw(st.integers(0, 3))):
+        events.append(("delivered", dispatch_at + draw(OFFSETS), "nhs_app", "primary"))
+    for _ in range(draw(st.integers(0, 3))):
+        events.append(("read", dispatch_at + draw(OFFSETS)))
+    # Noise the state machine must ignore wherever it comes.
+    if draw(st.booleans()):
+        events.append(("delivered", dispatch_at + draw(OFFSETS), "nhs_app", "fallback"))
+    if draw(st.booleans()):
+        events.append(("failed", dispatch_at + draw(OFFSETS), "nhs_app", "fallback"))
+    if draw(st.booleans()):
+        events.append(("delivered", dispatch_at + draw(OFFSETS), "sms", "primary"))
+    if draw(st.booleans()):
+        events.append(("notified", dispatch_at + draw(OFFSETS), "nhs_app", "primary"))
+    return events
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(data=st.data(), events=event_sets())
+def test_owed_is_independent_of_arrival_order(data: st.DataObject, events: list[Any]) -> None:
+    reference = reduce(_apply, events, fresh())
+    shuffled = data.draw(st.permutations(events))
+    result = reduce(_apply, shuffled, fresh())
+    assert owed(result) == owed(reference)
+    assert result == reference
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    data=st.data(),
+    events=event_sets(),
+    failure=st.tuples(st.sampled_from(["unnotified", "rejected", "failed"]), OFFSETS),
+)
+def test_owed_with_one_failure_is_independent_of_arrival_order(
+    data: st.DataObject, events: list[Any], failure: tuple[str, int]
+) -> None:
+    status, offset = failure
+    events = [*events, (status, offset, "nhs_app", "primary")]
+    reference = reduce(_apply, events, fresh())
+    shuffled = data.draw(st.permutations(events))
+    assert owed(reduce(_apply, shuffled, fresh())) == owed(reference)
