@@ -30,10 +30,13 @@ def write_body(schema: AvroSchema, event: Event) -> bytes:
 
 
 def read_body(model: type[E], writer: Any, reader: Any, body: bytes, codec: str) -> E:
+    buf = io.BytesIO(body)
     try:
-        record = schemaless_reader(io.BytesIO(body), writer, reader)
-    except (ValueError, TypeError, EOFError, IndexError, KeyError) as exc:
+        record = schemaless_reader(buf, writer, reader)
+    except Exception as exc:  # untrusted bytes: any failure of the reader is bad input
         raise DecodeError(f"corrupt Avro body: {type(exc).__name__}", codec=codec) from exc
+    if buf.tell() != len(body):
+        raise DecodeError(f"{len(body) - buf.tell()} bytes after the Avro body", codec=codec)
     try:
         return model.model_validate(record)
     except ValidationError as exc:

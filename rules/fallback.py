@@ -69,7 +69,8 @@ def on_delivery(state: TrackState, receipt: DeliveryReceipt) -> TrackState:
             return replace(state, delivered_at=receipt.occurred_at)
         return state
     reason = IMMEDIATE.get(receipt.status)
-    if reason is not None and state.failure is None:
+    # The earliest failure decides, whatever order the failure receipts arrive in.
+    if reason is not None and (state.failed_at is None or receipt.occurred_at < state.failed_at):
         return replace(state, failure=reason, failed_at=receipt.occurred_at)
     return state
 

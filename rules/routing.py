@@ -53,7 +53,7 @@ def choose(
     patient = req.patient
     if patient.deceased:
         return "none", "deceased"
-    if req.message_type != "self_book" and patient.email:
+    if req.message_type != "self_book" and patient.email and patient.email.strip():
         if req.origin == "batch":
             return "email", "email_in_list"
         if req.email_selected:

@@ -207,9 +207,17 @@ class PilotMetric(Event):
     @model_validator(mode="after")
     def _fields_of_kind(self) -> PilotMetric:
         required = {
-            "arm_rate": ("arm", "message_type", "horizon_seconds", "sent", "responded"),
+            "arm_rate": (
+                "arm",
+                "message_type",
+                "horizon_seconds",
+                "sent",
+                "responded",
+                "read",
+                "fallbacks",
+            ),
             "comparison": ("message_type", "horizon_seconds", "method"),
-            "trend": ("arm", "message_type", "day", "sent"),
+            "trend": ("arm", "message_type", "day", "sent", "read", "fallbacks", "responded"),
         }[self.kind]
         missing = [name for name in required if getattr(self, name) is None]
         if missing:
