@@ -43,6 +43,16 @@ def _sleep() -> None:
 
 
 @main.command()
+def topics() -> None:
+    """Create every catalogue topic that does not exist yet on APPFIRST_BROKER."""
+    from appfirst.admin import ensure_topics
+    from appfirst.settings import get_settings
+
+    created = asyncio.run(ensure_topics(get_settings()))
+    click.echo(f"created {len(created)} topics" + (": " + ", ".join(created) if created else ""))
+
+
+@main.command()
 def worker() -> None:
     """Run the stream processor against APPFIRST_BROKER."""
     if not os.environ.get("APPFIRST_BROKER"):
@@ -103,9 +113,16 @@ def simulator(host: str, port: int, callback_url: str, scenario_path: str | None
     show_default=True,
     help="How long traffic is sent for; the run ends about 75 s later.",
 )
+@click.option(
+    "--drain",
+    type=float,
+    default=75.0,
+    show_default=True,
+    help="Seconds to keep watching after the last request (deadlines, metrics).",
+)
 @click.option("--seed", type=int, default=2025, show_default=True)
-def demo(messages: int, seconds: float, seed: int) -> None:
+def demo(messages: int, seconds: float, drain: float, seed: int) -> None:
     """Run broker, worker, simulator and traffic together, then print a summary."""
     from appfirst.demo.run import run_demo
 
-    sys.exit(run_demo(messages=messages, seconds=seconds, seed=seed))
+    sys.exit(run_demo(messages=messages, seconds=seconds, drain=drain, seed=seed))

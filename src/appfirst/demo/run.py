@@ -47,16 +47,16 @@ def demo_env(broker: str, web_port: int, sim_port: int, data_dir: str) -> dict[s
     }
 
 
-def run_demo(*, messages: int, seconds: float, seed: int) -> int:
+def run_demo(*, messages: int, seconds: float, drain: float, seed: int) -> int:
     console = Console()
     try:
-        return asyncio.run(_run(console, messages, seconds, seed))
+        return asyncio.run(_run(console, messages, seconds, drain, seed))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: everything started has been stopped[/]")
         return 130
 
 
-async def _run(console: Console, messages: int, seconds: float, seed: int) -> int:
+async def _run(console: Console, messages: int, seconds: float, drain: float, seed: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="appfirst-demo-"))
     web_port, sim_port = free_port(), free_port()
     scenario = workdir / "scenario.json"
@@ -85,7 +85,7 @@ async def _run(console: Console, messages: int, seconds: float, seed: int) -> in
             )
             await _wait_http(f"http://127.0.0.1:{web_port}/readyz", 60)
             tally = Tally()
-            await _drive(console, settings, Pilot.make(seed), messages, seconds, tally)
+            await _drive(console, settings, Pilot.make(seed), messages, seconds, drain, tally)
             async with httpx.AsyncClient(timeout=5) as client:
                 sends = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/sends")).json()
             console.print(render(tally, sends, HORIZONS, TIME_SCALE))
@@ -114,13 +114,13 @@ async def _drive(
     pilot: Pilot,
     messages: int,
     seconds: float,
+    drain: float,
     tally: Tally,
 ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, linger_ms=5)
     reader = TopicReader(settings, ["dispatches", "fallbacks", "pilot-metrics", "dead-letter"])
     await producer.start()
     await reader.start()
-    drain = 75.0
     try:
         for record in pilot.setup_records():
             await producer.send(settings.topic(record.topic), record.value, key=record.key.encode())
