@@ -41,3 +41,31 @@ def raise_for_status(provider: str, response: httpx.Response) -> None:
             retry_after=retry_after(response),
         )
     raise ProviderRejected(provider, f"HTTP {response.status_code}", status=response.status_code)
+
+
+class CircuitBreaker:
+    """Stops calling a provider that keeps failing: after ``threshold`` failures in a row
+    the circuit opens for ``cooldown`` seconds, then one call is let through to probe."""
+
+    def __init__(self, threshold: int = 5, cooldown: float = 30.0) -> None:
+        self.threshold = threshold
+        self.cooldown = cooldown
+        self.failures = 0
+        self.opened_at: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        if now - self.opened_at >= self.cooldown:
+            self.opened_at = now  # half-open: this caller probes, others wait another cooldown
+            return True
+        return False
+
+    def success(self) -> None:
+        self.failures = 0
+        self.opened_at = None
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = now

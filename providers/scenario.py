@@ -17,7 +17,10 @@ class Scenario(BaseModel):
 
     seed: int = 7
     time_scale: float = Field(default=1.0, gt=0, description="simulated delays are divided by this")
-    # NHS App
+    # NHS App: who has it (answered by the eligibility lookup)
+    app_share: float = Field(default=0.6, ge=0, le=1)
+    notifications_share: float = Field(default=0.85, ge=0, le=1, description="of app users")
+    # NHS App messages
     unnotified_share: float = Field(default=0.05, ge=0, le=1)
     failed_share: float = Field(default=0.02, ge=0, le=1)
     read_share: float = Field(default=0.75, ge=0, le=1, description="of notified messages")

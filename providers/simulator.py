@@ -20,6 +20,7 @@ import httpx
 from aiohttp import web
 
 from appfirst.providers.callbacks import split_reference
+from appfirst.providers.eligibility import PATIENTS_REPORT
 from appfirst.providers.nhsapp import PATH as NHS_APP_PATH
 from appfirst.providers.scenario import RESPONDING_TYPES, Scenario
 
@@ -45,6 +46,7 @@ class Simulator:
     callback_token: str
     sends: dict[str, Send] = field(default_factory=dict)
     duplicates: int = 0
+    lookups: int = 0
     responded: set[str] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _client: httpx.AsyncClient | None = None
@@ -83,6 +85,21 @@ class Simulator:
         message_type = (body.get("personalisation") or {}).get("message_type", "sms")
         return self._accept(channel, reference, message_type, fhir=False)
 
+    async def patients(self, request: web.Request) -> web.Response:
+        """The patients report, optionally filtered to one NHS number."""
+        ods = request.query.get("ods-organisation-code")
+        if not ods:
+            return _outcome(400, "invalid", "ods-organisation-code is required")
+        self.lookups += 1
+        nhs = request.query.get("nhs-number")
+        found = []
+        if nhs:
+            rng = self.scenario.rng(f"patient:{nhs}")
+            if rng.random() < self.scenario.app_share:
+                notifications = rng.random() < self.scenario.notifications_share
+                found.append({"nhsNumber": nhs, "notificationsEnabled": notifications})
+        return web.json_response({"patients": found})
+
     async def list_sends(self, request: web.Request) -> web.Response:
         by_channel = Counter(s.channel for s in self.sends.values())
         fallbacks = sum(1 for ref in self.sends if split_reference(ref)[1] == "fallback")
@@ -91,6 +108,7 @@ class Simulator:
             "by_channel": dict(by_channel),
             "fallbacks": fallbacks,
             "duplicates": self.duplicates,
+            "lookups": self.lookups,
         }
         if request.query.get("references") == "1":
             payload["references"] = sorted(self.sends)
@@ -225,6 +243,7 @@ def build_app(sim: Simulator) -> web.Application:
     app = web.Application()
     app.router.add_post(NHS_APP_PATH, sim.nhs_app)
     app.router.add_post("/v2/notifications/{channel:sms|email}", sim.notify)
+    app.router.add_get(PATIENTS_REPORT, sim.patients)
     app.router.add_get("/_sim/sends", sim.list_sends)
 
     async def _close(_: web.Application) -> None:

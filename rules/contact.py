@@ -7,6 +7,9 @@ other character makes the whole body UCS-2, 70 in one fragment or 67 per fragmen
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
@@ -68,3 +71,9 @@ def normalise_uk_mobile(raw: str | None) -> str | None:
     ):
         return None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def number_fingerprint(e164: str, key: bytes) -> str:
+    """A keyed hash of a phone number: lets tables and topics remember that a number failed
+    without holding the number itself."""
+    return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()[:32]

@@ -10,7 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from appfirst.rules.contact import normalise_uk_mobile, sms_fragments
+from appfirst.errors import RoutingError
+from appfirst.rules.contact import (
+    SMS_MAX_CHARACTERS,
+    normalise_uk_mobile,
+    sms_fragments,
+    sms_length,
+)
 from appfirst.topics.models import (
     SMS_ONLY_TYPES,
     Channel,
@@ -20,6 +26,17 @@ from appfirst.topics.models import (
     Reason,
     SendRequest,
 )
+
+
+class BodyTooLongForSms(RoutingError):
+    """The message would need an SMS (primary or fallback) longer than the provider takes."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(
+            f"body too long for SMS ({length} > {SMS_MAX_CHARACTERS} characters): "
+            "shorten or split it, or send it by email"
+        )
+        self.length = length
 
 
 @dataclass(frozen=True)
@@ -46,10 +63,8 @@ def _never_failed(_mobile: str) -> bool:
     return False
 
 
-def choose(
-    req: SendRequest, practice: PracticeSettings, eligibility: Eligibility | None
-) -> tuple[Channel, Reason]:
-    """Rules 1 to 8 of the contract: the first that matches decides."""
+def _before_sms(req: SendRequest) -> tuple[Channel, Reason] | None:
+    """Rules 1 and 2, which need nothing but the request itself."""
     patient = req.patient
     if patient.deceased:
         return "none", "deceased"
@@ -58,6 +73,26 @@ def choose(
             return "email", "email_in_list"
         if req.email_selected:
             return "email", "email_selected"
+    return None
+
+
+def check_sms_length(req: SendRequest) -> None:
+    """Raise ``BodyTooLongForSms`` if this request may need an SMS leg (the message itself
+    or its fallback) that the SMS provider cannot take. Never truncate: refuse."""
+    if _before_sms(req) is not None:
+        return
+    length = sms_length(req.body)
+    if length > SMS_MAX_CHARACTERS:
+        raise BodyTooLongForSms(length)
+
+
+def choose(
+    req: SendRequest, practice: PracticeSettings, eligibility: Eligibility | None
+) -> tuple[Channel, Reason]:
+    """Rules 1 to 8 of the contract: the first that matches decides."""
+    early = _before_sms(req)
+    if early is not None:
+        return early
     if req.message_type in SMS_ONLY_TYPES:
         return "sms", "sms_only_type"
     if req.number_overridden:
@@ -98,6 +133,9 @@ def route(
             channel, reason = "none", "not_uk_mobile"
         elif practice.likely_to_fail_check and failed_recently(mobile):
             channel, reason = "none", "likely_to_fail"
+    if channel in ("sms", "nhs_app"):
+        # An NHS App message is refused too: its safety net, the fallback SMS, would be missing.
+        check_sms_length(req)
     due = None
     if channel == "nhs_app":
         due = now + timedelta(seconds=deadlines.for_message(req.origin, req.message_type))

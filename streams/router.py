@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from appfirst import telemetry
-from appfirst.rules.routing import route
-from appfirst.streams.app import app, clock, deadlines, table
-from appfirst.streams.io import decode, encode, log
+from appfirst.providers.eligibility import EligibilityLookup, HttpEligibilityLookup
+from appfirst.rules.routing import BodyTooLongForSms, check_sms_length, choose, route
+from appfirst.streams.app import app, clock, deadlines, settings, table
+from appfirst.streams.contactability import failed_recently
+from appfirst.streams.io import decode, encode, log, reject
 from appfirst.streams.topics import (
     dispatches,
     eligibility,
@@ -36,6 +40,11 @@ async def intake(stream: Any) -> None:
         request = await decode(event, SendRequest, "router")
         if request is None:
             continue
+        try:
+            check_sms_length(request)
+        except BodyTooLongForSms as exc:
+            await reject(event.message, str(exc), "router")
+            continue
         await router_by_patient.send(
             key=request.patient.nhs_number.encode(), value=request.model_dump_json().encode()
         )
@@ -58,17 +67,55 @@ async def route_requests(stream: Any) -> None:
             dispatch = stored  # re-processing after a crash: re-send the same decision
         else:
             practice = settings_table.get(request.ods_code)
-            elig = eligibility_table.get(request.patient.nhs_number)
             dispatch = route(
                 request,
                 PracticeSettings.model_validate_json(practice) if practice else None,
-                Eligibility.model_validate_json(elig) if elig else None,
+                await _eligibility(request),
                 now=clock.now(),
                 deadlines=deadlines,
+                failed_recently=failed_recently,
             )
             routed_table[request.message_id] = [here, dispatch.model_dump_json()]
+            # The decision must be durable before anyone can act on it: were the dispatch
+            # out and the decision lost in a crash, a re-decision could differ (other time,
+            # new eligibility) and a message could be sent both ways.
+            await app.producer.flush()
             telemetry.dispatches.labels(dispatch.channel, dispatch.reason).inc()
         await dispatches.send(key=dispatch.message_id.encode(), value=encode(dispatch))
+
+
+async def _eligibility(request: SendRequest) -> Eligibility | None:
+    """The table's record, else a bounded on-demand lookup (cached), else None."""
+    nhs = request.patient.nhs_number
+    cached = eligibility_table.get(nhs)
+    if cached is not None:
+        return Eligibility.model_validate_json(cached)
+    if settings.providers == "off" or not _needs_eligibility(request):
+        return None
+    found = await eligibility_lookup().lookup(nhs, request.ods_code)
+    telemetry.eligibility_lookups.labels("found" if found else "unknown").inc()
+    if found is not None:
+        eligibility_table[nhs] = found.model_dump_json()
+        await eligibility.send(key=nhs.encode(), value=encode(found))
+    return found
+
+
+def _needs_eligibility(request: SendRequest) -> bool:
+    """Only rule 7 reads eligibility: skip the lookup when an earlier rule decides."""
+    blank = PracticeSettings(ods_code=request.ods_code, nhs_app_individual=True)
+    return choose(request, blank, None) == ("sms", "eligibility_unknown")
+
+
+_lookup: EligibilityLookup | None = None
+
+
+def eligibility_lookup() -> EligibilityLookup:
+    global _lookup
+    if _lookup is None:
+        base = settings.simulator_url if settings.providers == "simulator" else settings.live_url
+        client = httpx.AsyncClient(timeout=httpx.Timeout(settings.eligibility_timeout_seconds))
+        _lookup = HttpEligibilityLookup(client, base, timeout=settings.eligibility_timeout_seconds)
+    return _lookup
 
 
 @app.agent(eligibility)

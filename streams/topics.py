@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from appfirst.streams.app import app, settings
-from appfirst.topics.catalogue import METRIC_FACTS, ROUTER_BY_PATIENT
+from appfirst.topics.catalogue import FAILED_NUMBERS, METRIC_FACTS, ROUTER_BY_PATIENT
 
 
 def _topic(*names: str) -> Any:
@@ -30,8 +30,10 @@ pilot_metrics = _topic("pilot-metrics")
 dead_letter = _topic("dead-letter")
 router_by_patient = _topic(ROUTER_BY_PATIENT)
 metric_facts = _topic(METRIC_FACTS)
+failed_numbers = _topic(FAILED_NUMBERS)
 
 # Multi-topic sources: one agent sees every event of a message in partition order.
 tracker_source = _topic("dispatches", "delivery-receipts", "read-receipts", "fallbacks")
 metrics_source = _topic("dispatches", "read-receipts", "fallbacks", "responses")
 dispatcher_source = _topic("dispatches", "fallbacks")
+contactability_source = _topic("dispatches", "delivery-receipts")

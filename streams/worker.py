@@ -6,10 +6,18 @@ import asyncio
 import logging
 from pathlib import Path
 
-from appfirst.streams import dispatcher, health, ingress, metrics, router, tracker
+from appfirst.streams import (
+    contactability,
+    dispatcher,
+    health,
+    ingress,
+    metrics,
+    router,
+    tracker,
+)
 from appfirst.streams.app import app, settings
 
-AGENT_MODULES = (router, tracker, metrics, dispatcher, ingress, health)
+AGENT_MODULES = (router, contactability, tracker, metrics, dispatcher, ingress, health)
 
 
 def run() -> None:

@@ -121,7 +121,8 @@ BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOGUE}
 # Internal topics (not part of the contract): repartitions between agents.
 ROUTER_BY_PATIENT = "router-by-patient"  # send requests re-keyed by nhs_number
 METRIC_FACTS = "metric-facts"  # per-message facts re-keyed by arm and message type
-INTERNAL_TOPICS: tuple[str, ...] = (ROUTER_BY_PATIENT, METRIC_FACTS)
+FAILED_NUMBERS = "failed-numbers"  # SMS failures keyed by the number's keyed hash
+INTERNAL_TOPICS: tuple[str, ...] = (ROUTER_BY_PATIENT, METRIC_FACTS, FAILED_NUMBERS)
 
 
 def spec(name: str) -> TopicSpec:

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     live_url: str = "https://api.service.nhs.uk"
     callback_token: SecretStr = SecretStr("appfirst-dev-callback-token")
     provider_timeout_seconds: float = Field(default=5.0, gt=0)
+    eligibility_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="the most a cache miss may hold up routing"
+    )
+    likely_to_fail_days: float = Field(default=90, gt=0)
+    number_hash_key: SecretStr = SecretStr("appfirst-dev-number-key")
     log_level: str = "info"
 
     @field_validator("metric_horizons", mode="before")

@@ -63,6 +63,12 @@ fallbacks_undeliverable = Counter(
     "Fallbacks that could not be sent: the patient has no valid UK mobile",
     registry=registry,
 )
+eligibility_lookups = Counter(
+    "appfirst_eligibility_lookups_total",
+    "On-demand eligibility lookups on a cache miss",
+    ["outcome"],
+    registry=registry,
+)
 callbacks = Counter(
     "appfirst_callbacks_total",
     "Provider callbacks received",

@@ -1,0 +1,81 @@
+"""Contactability: which numbers are likely to fail.
+
+An SMS failure receipt (permanent or temporary) is joined back to the number its message
+went to, via a table of message_id -> number fingerprint fed by ``dispatches``; the failure
+is re-keyed by fingerprint onto ``failed-numbers`` and kept in a global table that every
+router reads. Fingerprints are keyed hashes: no phone number is held here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from appfirst.rules.contact import number_fingerprint
+from appfirst.streams.app import app, clock, settings, table
+from appfirst.streams.io import decode, short_topic
+from appfirst.streams.topics import contactability_source, failed_numbers
+from appfirst.topics.models import DeliveryReceipt, Dispatch
+
+FAILURES = frozenset({"permanent_failure", "temporary_failure"})
+_KEY = settings.number_hash_key.get_secret_value().encode()
+
+# message_id -> {"n": fingerprint of the number its SMS (or fallback SMS) goes to,
+#                "f": time of its failure}
+sms_numbers = table("sms-numbers")
+# fingerprint -> time of the latest failure (RFC 3339)
+failed_table = table("failed-numbers", global_table=True)
+
+
+def fingerprint(e164: str) -> str:
+    return number_fingerprint(e164, _KEY)
+
+
+def failed_recently(e164: str) -> bool:
+    raw = failed_table.get(fingerprint(e164))
+    if raw is None:
+        return False
+    window = timedelta(days=settings.likely_to_fail_days)
+    return clock.now() - datetime.fromisoformat(raw) <= window
+
+
+async def _observe(event: Any) -> tuple[str, str, str] | None:
+    """(message_id, "n" or "f", fingerprint or failure time), or None to skip."""
+    if short_topic(event.message.topic) == "dispatches":
+        d = await decode(event, Dispatch, "contactability")
+        if d is None or not d.mobile or d.channel not in ("sms", "nhs_app"):
+            return None
+        return d.message_id, "n", fingerprint(d.mobile)
+    receipt = await decode(event, DeliveryReceipt, "contactability")
+    if receipt is None or receipt.channel != "sms" or receipt.status not in FAILURES:
+        return None
+    return receipt.message_id, "f", receipt.occurred_at.isoformat()
+
+
+@app.agent(contactability_source)
+async def join_failures(stream: Any) -> None:
+    # The two topics are read in no fixed order: the failure may come before the dispatch.
+    async for event in stream.events():
+        seen = await _observe(event)
+        if seen is None:
+            continue
+        message_id, field, value = seen
+        entry = dict(sms_numbers.get(message_id) or {})
+        if entry.get(field) == value or (field == "n" and "n" in entry):
+            continue
+        entry[field] = value
+        if "n" in entry and "f" in entry:
+            payload = json.dumps({"failed_at": entry["f"]}).encode()
+            await failed_numbers.send(key=entry["n"].encode(), value=payload)
+        sms_numbers[message_id] = entry
+
+
+@app.agent(failed_numbers)
+async def remember_failures(stream: Any) -> None:
+    async for event in stream.events():
+        number = event.message.key.decode()
+        failed_at = json.loads(event.message.value)["failed_at"]
+        current = failed_table.get(number)
+        if current is None or datetime.fromisoformat(current) < datetime.fromisoformat(failed_at):
+            failed_table[number] = failed_at
