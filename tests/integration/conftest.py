@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -51,13 +52,16 @@ class Stack:
         }
         self.settings = settings_from_env(self.env)
         self.workers: list[tuple[subprocess.Popen[bytes], int, Path]] = []
+        self.others: list[subprocess.Popen[bytes]] = []
+        # The first worker's web port: where the simulator posts its callbacks.
+        self.callback_port = free_port()
         self._producer: AIOKafkaProducer | None = None
 
     async def start_worker(self, **extra: str) -> tuple[subprocess.Popen[bytes], int]:
         if not self.workers:
             await ensure_topics(self.settings)
-        port = free_port()
         n = len(self.workers)
+        port = self.callback_port if n == 0 else free_port()
         log = self.tmp / f"worker{n}.log"
         env = {
             **self.env,
@@ -69,6 +73,35 @@ class Stack:
         self.workers.append((proc, port, log))
         await self.wait_ready(port, proc, log)
         return proc, port
+
+    async def start_simulator(self, **scenario: object) -> str:
+        """The provider simulator as its own process, with this scenario; returns its URL."""
+        port = free_port()
+        path = self.tmp / f"scenario{port}.json"
+        path.write_text(json.dumps(scenario), encoding="utf-8")
+        callback = f"http://127.0.0.1:{self.callback_port}"
+        proc = spawn(
+            ["simulator", "--port", str(port), "--callback-url", callback, "--scenario", str(path)],
+            self.env,
+            self.tmp / f"simulator{port}.log",
+        )
+        self.others.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        self.env["APPFIRST_SIMULATOR_URL"] = url
+        deadline = time.monotonic() + 20
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                try:
+                    await client.get(url + "/_sim/sends")
+                    return url
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.1)
+        raise TimeoutError("simulator did not start")
+
+    async def sends(self, references: bool = False) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            url = self.env["APPFIRST_SIMULATOR_URL"] + "/_sim/sends"
+            return dict((await client.get(url, params={"references": int(references)})).json())
 
     async def wait_ready(
         self, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60
@@ -110,6 +143,8 @@ class Stack:
         if self._producer is not None:
             await self._producer.stop()
         for proc, _, _ in self.workers:
+            stop(proc)
+        for proc in self.others:
             stop(proc)
 
     def logs(self) -> str:

@@ -72,7 +72,7 @@ async def test_every_reason_through_the_worker(stack_factory: Any) -> None:
         "notifications_off": with_eligibility("r-notif-off", notifications_enabled=False),
         "proxy_only": with_eligibility("r-proxy", proxy_only=True),
     }
-    for req, elig in eligibility_cases.values():
+    for _, elig in eligibility_cases.values():
         await stack.publish("eligibility", elig.nhs_number, elig, avro=True)
     for i, req in enumerate([*cases.values(), *(r for r, _ in eligibility_cases.values())]):
         await stack.publish("send-requests", req.message_id, req, avro=i % 2 == 0)
@@ -171,3 +171,20 @@ async def test_a_crash_mid_stream_changes_no_decision(stack_factory: Any) -> Non
     assert len(decisions) == total
     changed = {mid: ds for mid, ds in decisions.items() if len(ds) > 1}
     assert not changed, "a message was decided twice, differently"
+
+
+async def test_a_cache_miss_asks_the_nhs_app_and_remembers(stack_factory: Any) -> None:
+    stack = stack_factory(APPFIRST_PROVIDERS="simulator")
+    await stack.start_simulator(app_share=1.0, notifications_share=1.0, read_share=1.0)
+    await stack.start_worker()
+    await stack.publish("practice-settings", "APP01", practice("APP01"))
+    req = request("miss-1", ods_code="APP01")
+    await stack.publish("send-requests", req.message_id, req)
+    records = await stack.read(
+        ["dispatches", "eligibility"],
+        lambda rs: "miss-1" in _by_id(rs) and any(t == "eligibility" for t, _ in rs),
+    )
+    assert _by_id(records)["miss-1"].reason == "nhs_app_enabled"
+    learned = [e for t, e in records if t == "eligibility"]
+    assert learned[0].nhs_number == req.patient.nhs_number and learned[0].has_nhs_app
+    assert (await stack.sends())["lookups"] == 1
