@@ -5,27 +5,44 @@ co-partitioned, so one agent sees them in partition order and keeps one state pe
 The sweep runs on every worker over the partitions it owns and emits what is due; the
 fallback comes back through ``fallbacks`` to mark the state, so the record on the topic is
 the single source of truth that a fallback happened.
+
+Live mode sweeps on a timer against the wall clock. Replay mode (``APPFIRST_CLOCK=replay``)
+sweeps after every event against event time, so a recorded day replays in seconds and
+gives the same fallbacks, byte for byte.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from datetime import UTC, datetime
 from typing import Any
+
+from faust.types import TP
 
 from appfirst import telemetry
 from appfirst.providers.callbacks import fallback_reference
 from appfirst.rules import fallback as rules
 from appfirst.rules.contact import sms_fragments
+from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
 from appfirst.streams.app import app, clock, deadlines, settings, table
 from appfirst.streams.io import decode, encode, log, short_topic
 from appfirst.streams.topics import fallbacks, tracker_source
-from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReadReceipt
+from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, FallbackReason, ReadReceipt
 
 deadline_table = table("deadlines")
+REPLAY = settings.clock == "replay"
+INPUTS = ("dispatches", "delivery-receipts", "read-receipts")  # what can move or cancel
 
-# Fallbacks this process has emitted and not yet seen come back; re-emitted after a while
+index = DeadlineIndex()
+# Progress per input topic-partition: last offset processed and latest event time seen.
+_offsets: dict[tuple[str, int], int] = {}
+_watermarks: dict[tuple[str, int], float] = {}
+# Fallbacks this process has emitted and not yet seen come back: re-emitted after a while
 # in case the send was lost (the dispatcher's ledger absorbs any duplicate).
-_emitted: dict[str, float] = {}
+_emitted: dict[str, tuple[int, float]] = {}
+# Partitions whose deadlines have been indexed from the recovered table.
+_indexed: set[int] = set()
 REEMIT_AFTER_SECONDS = 30.0
 
 
@@ -34,39 +51,59 @@ def _state(message_id: str, partition: int) -> rules.TrackState:
     return rules.TrackState.from_json(raw) if raw else rules.TrackState(message_id, partition)
 
 
+def _due_ts(state: rules.TrackState) -> float | None:
+    owed = rules.owed(state)
+    return owed[1].timestamp() if owed else None
+
+
+async def _apply(event: Any) -> tuple[rules.TrackState, rules.TrackState, float] | None:
+    """The message's state before and after this event, and the event's time."""
+    topic = short_topic(event.message.topic)
+    partition = event.message.partition
+    if topic == "dispatches":
+        dispatch = await decode(event, Dispatch, "tracker")
+        if dispatch is None or dispatch.channel != "nhs_app":
+            return None
+        state = _state(dispatch.message_id, partition)
+        limit = deadlines.for_message(dispatch.origin, dispatch.message_type)
+        return state, rules.on_dispatch(state, dispatch, limit), dispatch.dispatched_at.timestamp()
+    if topic == "delivery-receipts":
+        receipt = await decode(event, DeliveryReceipt, "tracker")
+        if receipt is None or receipt.channel != "nhs_app" or receipt.leg != "primary":
+            return None
+        state = _state(receipt.message_id, partition)
+        return state, rules.on_delivery(state, receipt), receipt.occurred_at.timestamp()
+    if topic == "read-receipts":
+        read = await decode(event, ReadReceipt, "tracker")
+        if read is None:
+            return None
+        state = _state(read.message_id, partition)
+        return state, rules.on_read(state, read.read_at), read.read_at.timestamp()
+    fb = await decode(event, Fallback, "tracker")
+    if fb is None:
+        return None
+    _emitted.pop(fb.message_id, None)
+    state = _state(fb.message_id, partition)
+    return state, rules.on_fallback_emitted(state, fb.reason), fb.emitted_at.timestamp()
+
+
 @app.agent(tracker_source)
 async def track(stream: Any) -> None:
     async for event in stream.events():
-        topic = short_topic(event.message.topic)
-        partition = event.message.partition
-        if topic == "dispatches":
-            dispatch = await decode(event, Dispatch, "tracker")
-            if dispatch is None or dispatch.channel != "nhs_app":
-                continue
-            state = _state(dispatch.message_id, partition)
-            limit = deadlines.for_message(dispatch.origin, dispatch.message_type)
-            new = rules.on_dispatch(state, dispatch, limit)
-        elif topic == "delivery-receipts":
-            receipt = await decode(event, DeliveryReceipt, "tracker")
-            if receipt is None or receipt.channel != "nhs_app" or receipt.leg != "primary":
-                continue
-            state = _state(receipt.message_id, partition)
-            new = rules.on_delivery(state, receipt)
-        elif topic == "read-receipts":
-            read = await decode(event, ReadReceipt, "tracker")
-            if read is None:
-                continue
-            state = _state(read.message_id, partition)
-            new = rules.on_read(state, read.read_at)
-        else:
-            fb = await decode(event, Fallback, "tracker")
-            if fb is None:
-                continue
-            _emitted.pop(fb.message_id, None)
-            state = _state(fb.message_id, partition)
-            new = rules.on_fallback_emitted(state, fb.reason)
-        if new != state or deadline_table.get(new.message_id) is None:
-            deadline_table[new.message_id] = new.to_json()
+        message = event.message
+        topic = short_topic(message.topic)
+        key = (topic, message.partition)
+        _offsets[key] = message.offset
+        applied = await _apply(event)
+        if applied is not None:
+            old, new, at = applied
+            if topic in INPUTS:
+                _watermarks[key] = max(_watermarks.get(key, -math.inf), at)
+            if new != old or deadline_table.get(new.message_id) is None:
+                deadline_table[new.message_id] = new.to_json()
+            index.update(new.partition, new.message_id, _due_ts(new))
+        if REPLAY and _owns(message.partition):
+            await _sweep_partition(message.partition, _replay_now(message.partition))
 
 
 def _owned_partitions() -> set[int]:
@@ -74,43 +111,132 @@ def _owned_partitions() -> set[int]:
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
 
+def _owns(partition: int) -> bool:
+    return partition in _indexed
+
+
+def _progress(partition: int) -> list[InputProgress]:
+    result = []
+    for topic in INPUTS:
+        tp = TP(settings.topic(topic), partition)
+        highwater = app.consumer.highwater(tp)
+        done = _offsets.get((topic, partition), -1)
+        caught_up = highwater is not None and done + 1 >= highwater
+        result.append(InputProgress(caught_up, _watermarks.get((topic, partition))))
+    return result
+
+
+def _replay_now(partition: int) -> float:
+    return max((_watermarks.get((t, partition), -math.inf) for t in INPUTS), default=-math.inf)
+
+
+def _rebuild(partitions: set[int]) -> None:
+    """Index the owed deadlines of newly owned partitions from the recovered table."""
+    for message_id, raw in list(deadline_table.items()):
+        if raw.get("partition") in partitions:
+            state = rules.TrackState.from_json(raw)
+            index.update(state.partition, message_id, _due_ts(state))
+    for partition in partitions:
+        index.own(partition)
+
+
+def _forget(partitions: set[int]) -> None:
+    """Drop what this process knew of partitions it no longer owns: if they come back, the
+    table is recovered again and read positions restart from the committed offsets."""
+    for partition in partitions:
+        index.drop(partition)
+        _indexed.discard(partition)
+        for topic in INPUTS:
+            _offsets.pop((topic, partition), None)
+            _watermarks.pop((topic, partition), None)
+    for message_id, (partition, _) in list(_emitted.items()):
+        if partition in partitions:
+            del _emitted[message_id]
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
+    name = settings.topic("dispatches")
+    _forget({tp.partition for tp in revoked if tp.topic == name})
+
+
+def _sync_ownership() -> set[int]:
+    owned = _owned_partitions()
+    _forget(_indexed - owned)
+    new = owned - _indexed
+    if new:
+        _rebuild(new)
+        _indexed.update(new)
+    return owned
+
+
 @app.timer(interval=settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
 async def sweep() -> None:
-    if app.rebalancing or getattr(app, "in_recovery", False):
+    recovery: Any = getattr(app.tables, "recovery", None)
+    if (
+        app.rebalancing
+        or getattr(app, "in_recovery", False)
+        or recovery is None
+        or not recovery.completed.is_set()
+    ):
         return  # the table may be half-recovered: sweeping now could fire early or twice
-    owned = _owned_partitions()
-    now = clock.now()
-    pending = 0
-    for message_id, raw in list(deadline_table.items()):
+    owned = _sync_ownership()
+    now = clock.now().timestamp()
+    for message_id, (partition, sent_at) in list(_emitted.items()):
+        if time.monotonic() - sent_at > REEMIT_AFTER_SECONDS and partition in owned:
+            del _emitted[message_id]  # never came back: let the sweep look at it again
+            raw = deadline_table.get(message_id)
+            if raw:
+                index.update(partition, message_id, _due_ts(rules.TrackState.from_json(raw)))
+    if not REPLAY:
+        for partition in owned:
+            limit = safe_until(
+                _progress(partition),
+                now=now,
+                lateness=settings.allowed_lateness_seconds,
+                replay=False,
+            )
+            await _sweep_partition(partition, limit, now)
+    else:
+        for partition in owned:
+            if all(p.caught_up for p in _progress(partition)):
+                await _sweep_partition(partition, math.inf)
+    telemetry.pending_deadlines.set(index.pending())
+
+
+async def _sweep_partition(partition: int, until: float, now: float | None = None) -> None:
+    """Emit every fallback of ``partition`` due at or before ``until``."""
+    for message_id, _ in index.pop_due(partition, until):
+        if message_id in _emitted:
+            continue
+        raw = deadline_table.get(message_id)
+        if raw is None:
+            continue
         state = rules.TrackState.from_json(raw)
-        if state.partition not in owned:
+        owed = rules.owed(state)
+        if owed is None:
             continue
-        if rules.pending(state):
-            pending += 1
-        due = rules.due(state, now)
-        if due is None:
-            continue
-        sent_at = _emitted.get(message_id)
-        if sent_at is not None and time.monotonic() - sent_at < REEMIT_AFTER_SECONDS:
-            continue
-        reason, due_at = due
-        await fallbacks.send(
-            key=message_id.encode(), value=encode(_fallback(state, reason, due_at, now))
-        )
-        _emitted[message_id] = time.monotonic()
+        reason, due_at = owed
+        # Replay stamps the ideal time, so that runs agree byte for byte.
+        emitted_at = due_at if now is None else datetime.fromtimestamp(now, UTC)
+        emitted_at = max(emitted_at, due_at)
+        fallback = _fallback(state, reason, due_at, emitted_at)
+        await fallbacks.send(key=message_id.encode(), value=encode(fallback))
+        _emitted[message_id] = (partition, time.monotonic())
         telemetry.fallbacks.labels(reason).inc()
-        telemetry.fallback_lateness.observe(max(0.0, (now - due_at).total_seconds()))
+        telemetry.fallback_lateness.observe((emitted_at - due_at).total_seconds())
         log.info("fallback message_id=%s reason=%s", message_id, reason)
-    telemetry.pending_deadlines.set(pending)
 
 
-def _fallback(state: rules.TrackState, reason: Any, due_at: Any, now: Any) -> Fallback:
+def _fallback(
+    state: rules.TrackState, reason: FallbackReason, due_at: datetime, emitted_at: datetime
+) -> Fallback:
     d = Dispatch.model_validate(state.dispatch)
     return Fallback(
         message_id=state.message_id,
         reason=reason,
         due_at=due_at,
-        emitted_at=now,
+        emitted_at=emitted_at,
         fallback_id=fallback_reference(state.message_id),
         ods_code=d.ods_code,
         arm=d.arm,

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     session_timeout_seconds: float = Field(default=10, gt=0)
     sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    allowed_lateness_seconds: float = Field(
+        default=5.0, ge=0, description="how far out of time order receipts may arrive"
+    )
+    clock: Literal["live", "replay"] = "live"
     metrics_publish_seconds: float = Field(default=2.0, gt=0)
     data_dir: str = "var/appfirst"
     simulator_url: str = "http://127.0.0.1:8900"
