@@ -16,6 +16,7 @@ class Scenario(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     seed: int = 7
+    send_callbacks: bool = Field(default=True, description="False: a silent sandbox")
     time_scale: float = Field(default=1.0, gt=0, description="simulated delays are divided by this")
     # NHS App: who has it (answered by the eligibility lookup)
     app_share: float = Field(default=0.6, ge=0, le=1)

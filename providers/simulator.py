@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class Send:
     channel: str
     reference: str
     message_type: str
+    received_at: float = field(default_factory=time.time)
+    calls: int = 1
 
 
 @dataclass
@@ -111,7 +114,10 @@ class Simulator:
             "lookups": self.lookups,
         }
         if request.query.get("references") == "1":
-            payload["references"] = sorted(self.sends)
+            payload["references"] = {
+                ref: {"channel": s.channel, "received_at": s.received_at, "calls": s.calls}
+                for ref, s in self.sends.items()
+            }
         return web.json_response(payload)
 
     # --- behaviour -----------------------------------------------------------------------
@@ -121,9 +127,12 @@ class Simulator:
         known = self.sends.get(reference)
         if known is not None:
             self.duplicates += 1
+            known.calls += 1
             return web.json_response(self._answer(known, fhir), status=200)
         send = Send(str(uuid.uuid4()), channel, reference, message_type)
         self.sends[reference] = send
+        if not self.scenario.send_callbacks:
+            return web.json_response(self._answer(send, fhir), status=201)
         task = asyncio.get_running_loop().create_task(self._live(send))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -2,8 +2,8 @@
 
 An SMS failure receipt (permanent or temporary) is joined back to the number its message
 went to, via a table of message_id -> number fingerprint fed by ``dispatches``; the failure
-is re-keyed by fingerprint onto ``failed-numbers`` and kept in a global table that every
-router reads. Fingerprints are keyed hashes: no phone number is held here.
+is re-keyed by fingerprint onto ``failed-numbers`` and kept in a broadcast table that every
+worker reads whole. Fingerprints are keyed hashes: no phone number is held here.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from typing import Any
 
 from appfirst.rules.contact import number_fingerprint
 from appfirst.streams.app import app, clock, settings, table
+from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.io import decode, short_topic
 from appfirst.streams.topics import contactability_source, failed_numbers
+from appfirst.topics.catalogue import FAILED_NUMBERS
 from appfirst.topics.models import DeliveryReceipt, Dispatch
 
 FAILURES = frozenset({"permanent_failure", "temporary_failure"})
@@ -24,8 +26,22 @@ _KEY = settings.number_hash_key.get_secret_value().encode()
 # message_id -> {"n": fingerprint of the number its SMS (or fallback SMS) goes to,
 #                "f": time of its failure}
 sms_numbers = table("sms-numbers")
-# fingerprint -> time of the latest failure (RFC 3339)
-failed_table = table("failed-numbers", global_table=True)
+
+
+def _latest(_: str, value: bytes, current: datetime | None) -> datetime | None:
+    failed_at = datetime.fromisoformat(json.loads(value)["failed_at"])
+    return failed_at if current is None or failed_at > current else None
+
+
+# fingerprint -> time of the latest failure, on every worker
+failed_numbers_cache: BroadcastTable[datetime] = BroadcastTable(
+    settings, settings.topic(FAILED_NUMBERS), _latest
+)
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def follow_failed_numbers() -> None:
+    await failed_numbers_cache.run()
 
 
 def fingerprint(e164: str) -> str:
@@ -33,11 +49,10 @@ def fingerprint(e164: str) -> str:
 
 
 def failed_recently(e164: str) -> bool:
-    raw = failed_table.get(fingerprint(e164))
-    if raw is None:
+    failed_at = failed_numbers_cache.get(fingerprint(e164))
+    if failed_at is None:
         return False
-    window = timedelta(days=settings.likely_to_fail_days)
-    return clock.now() - datetime.fromisoformat(raw) <= window
+    return clock.now() - failed_at <= timedelta(days=settings.likely_to_fail_days)
 
 
 async def _observe(event: Any) -> tuple[str, str, str] | None:
@@ -69,13 +84,3 @@ async def join_failures(stream: Any) -> None:
             payload = json.dumps({"failed_at": entry["f"]}).encode()
             await failed_numbers.send(key=entry["n"].encode(), value=payload)
         sms_numbers[message_id] = entry
-
-
-@app.agent(failed_numbers)
-async def remember_failures(stream: Any) -> None:
-    async for event in stream.events():
-        number = event.message.key.decode()
-        failed_at = json.loads(event.message.value)["failed_at"]
-        current = failed_table.get(number)
-        if current is None or datetime.fromisoformat(current) < datetime.fromisoformat(failed_at):
-            failed_table[number] = failed_at

@@ -15,6 +15,11 @@ def ready() -> tuple[bool, str]:
     recovery: Any = getattr(app.tables, "recovery", None)
     if getattr(app, "in_recovery", False) or recovery is None or not recovery.completed.is_set():
         return False, "recovering tables"
+    from appfirst.streams.contactability import failed_numbers_cache
+    from appfirst.streams.router import practice_cache
+
+    if not (practice_cache.ready.is_set() and failed_numbers_cache.ready.is_set()):
+        return False, "loading broadcast tables"
     if not app.consumer.assignment():
         return False, "no partitions assigned"
     return True, "ready"

@@ -12,10 +12,13 @@ from typing import Any
 import httpx
 
 from appfirst import telemetry
+from appfirst.codecs import Decoder
+from appfirst.errors import DecodeError
 from appfirst.providers.eligibility import EligibilityLookup, HttpEligibilityLookup
 from appfirst.rules.routing import BodyTooLongForSms, check_sms_length, choose, route
 from appfirst.streams.app import app, clock, deadlines, settings, table
-from appfirst.streams.contactability import failed_recently
+from appfirst.streams.broadcast import BroadcastTable
+from appfirst.streams.contactability import failed_numbers_cache, failed_recently
 from appfirst.streams.io import decode, encode, log, reject
 from appfirst.streams.topics import (
     dispatches,
@@ -28,8 +31,27 @@ from appfirst.topics.models import Dispatch, Eligibility, PracticeSettings, Send
 
 # Latest eligibility per NHS number (co-partitioned with router_by_patient).
 eligibility_table = table("eligibility")
+
+
+def _practice(_: str, value: bytes, current: PracticeSettings | None) -> PracticeSettings | None:
+    try:
+        return _settings_decoder.decode(value)
+    except DecodeError:
+        return None  # track_practice_settings sends it to dead-letter
+
+
+_settings_decoder = Decoder(PracticeSettings)
 # Practice settings on every worker: a handful of rows per practice.
-settings_table = table("practice-settings", global_table=True)
+practice_cache: BroadcastTable[PracticeSettings] = BroadcastTable(
+    settings, settings.topic("practice-settings"), _practice
+)
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def follow_practice_settings() -> None:
+    await practice_cache.run()
+
+
 # The decision taken per message_id, and the source offset that took it.
 routed_table = table("routed")
 
@@ -52,6 +74,9 @@ async def intake(stream: Any) -> None:
 
 @app.agent(router_by_patient)
 async def route_requests(stream: Any) -> None:
+    # Settings and known failures first: a request routed before them would use defaults.
+    await practice_cache.ready.wait()
+    await failed_numbers_cache.ready.wait()
     async for event in stream.events():
         request = SendRequest.model_validate_json(event.message.value)
         here = [event.message.partition, event.message.offset]
@@ -66,10 +91,9 @@ async def route_requests(stream: Any) -> None:
                 continue
             dispatch = stored  # re-processing after a crash: re-send the same decision
         else:
-            practice = settings_table.get(request.ods_code)
             dispatch = route(
                 request,
-                PracticeSettings.model_validate_json(practice) if practice else None,
+                practice_cache.get(request.ods_code),
                 await _eligibility(request),
                 now=clock.now(),
                 deadlines=deadlines,
@@ -136,7 +160,5 @@ async def track_eligibility(stream: Any) -> None:
 @app.agent(practice_settings)
 async def track_practice_settings(stream: Any) -> None:
     async for event in stream.events():
-        record = await decode(event, PracticeSettings, "practice-settings")
-        if record is None:
-            continue
-        settings_table[record.ods_code] = record.model_dump_json()
+        # Only validation here: every worker reads the topic whole into practice_cache.
+        await decode(event, PracticeSettings, "practice-settings")

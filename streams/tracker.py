@@ -120,8 +120,11 @@ def _progress(partition: int) -> list[InputProgress]:
     for topic in INPUTS:
         tp = TP(settings.topic(topic), partition)
         highwater = app.consumer.highwater(tp)
-        done = _offsets.get((topic, partition), -1)
-        caught_up = highwater is not None and done + 1 >= highwater
+        # Where reading resumes: past what this process handled, or the group's committed
+        # offset for an input that has had nothing new since this worker took it over.
+        committed = getattr(app.consumer, "_committed_offset", {}).get(tp) or 0
+        position = max(_offsets.get((topic, partition), -1) + 1, committed)
+        caught_up = highwater is not None and position >= highwater
         result.append(InputProgress(caught_up, _watermarks.get((topic, partition))))
     return result
 
@@ -190,11 +193,9 @@ async def sweep() -> None:
                 index.update(partition, message_id, _due_ts(rules.TrackState.from_json(raw)))
     if not REPLAY:
         for partition in owned:
+            progress = _progress(partition)
             limit = safe_until(
-                _progress(partition),
-                now=now,
-                lateness=settings.allowed_lateness_seconds,
-                replay=False,
+                progress, now=now, lateness=settings.allowed_lateness_seconds, replay=False
             )
             await _sweep_partition(partition, limit, now)
     else:

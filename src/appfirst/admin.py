@@ -21,8 +21,13 @@ def wanted_topics(settings: Settings) -> list[NewTopic]:
         for spec in CATALOGUE
     ]
     topics += [
-        NewTopic(settings.topic(name), settings.partitions, rf, topic_configs={})
-        for name in INTERNAL_TOPICS
+        NewTopic(
+            settings.topic(name),
+            settings.partitions,
+            rf,
+            topic_configs={"cleanup.policy": retention},
+        )
+        for name, retention in INTERNAL_TOPICS.items()
     ]
     return topics
 

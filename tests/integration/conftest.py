@@ -20,7 +20,7 @@ from appfirst.admin import ensure_topics
 from appfirst.broker import EmbeddedBroker, free_port
 from appfirst.codecs.avro import AvroSingleObjectCodec
 from appfirst.codecs.json_codec import JsonCodec
-from appfirst.processes import spawn, stop
+from appfirst.processes import kill, spawn, stop
 from appfirst.reader import read_until
 from appfirst.settings import settings_from_env
 from appfirst.topics.models import Event
@@ -133,6 +133,35 @@ class Stack:
             value = codec.encode(value)
         producer = await self.producer()
         await producer.send_and_wait(self.settings.topic(topic), value, key=key.encode())
+
+    async def publish_many(self, records: list[tuple[str, str, Event]]) -> None:
+        """(topic, key, event) records, JSON, without waiting on each one."""
+        producer = await self.producer()
+        for topic, key, event in records:
+            value = JsonCodec(type(event)).encode(event)
+            await producer.send(self.settings.topic(topic), value, key=key.encode())
+        await producer.flush()
+
+    def kill_worker(self, n: int) -> None:
+        """SIGKILL: a crash, with no chance to commit or flush."""
+        kill(self.workers[n][0])
+
+    def stop_worker(self, n: int) -> None:
+        """SIGTERM: a clean shutdown (scale-in)."""
+        stop(self.workers[n][0])
+
+    async def restart_worker(self, n: int) -> None:
+        old, port, log = self.workers[n]
+        if old.poll() is None:
+            raise RuntimeError("worker still running")
+        env = {
+            **self.env,
+            "APPFIRST_WEB_PORT": str(port),
+            "APPFIRST_DATA_DIR": str(self.tmp / f"data{n}"),
+        }
+        proc = spawn(["worker"], env, log)
+        self.workers[n] = (proc, port, log)
+        await self.wait_ready(port, proc, log)
 
     async def read(
         self, names: list[str], done: Callable[[list[tuple[str, Event]]], bool], timeout: float = 30

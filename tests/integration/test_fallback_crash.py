@@ -1,0 +1,187 @@
+"""Exactly one fallback SMS per due message, across crashes, restarts and scale-out.
+
+Two worker processes share the partitions; thousands of NHS App messages wait on short
+deadlines; workers are killed with SIGKILL at random moments and restarted. The test then
+checks, at the provider simulator, that every message that fell due got exactly one SMS,
+none read in time got any, and none was sent before its due time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from appfirst.topics.models import DeliveryReceipt, Dispatch, Event, Fallback, ReadReceipt
+
+from .factories import app_user, practice, request
+
+pytestmark = pytest.mark.integration
+
+DEADLINE = 10.0
+MESSAGES = 2000
+
+
+async def _traffic(
+    stack: Any, rng: random.Random, before_requests: Any = None
+) -> tuple[dict[str, Dispatch], set[str], dict[str, float]]:
+    """Requests with their receipts in one burst: a third are read in time, a third are
+    delivered (which moves the due time), a third hear nothing. Receipts go out with the
+    requests, so each is in Kafka long before its message's due time."""
+    await stack.publish("practice-settings", "APP01", practice("APP01"))
+    requests = [request(f"x-{i:05d}", ods_code="APP01") for i in range(MESSAGES)]
+    # Eligibility first: a request routed before its patient's record goes by SMS.
+    await stack.publish_many(
+        [("eligibility", r.patient.nhs_number, app_user(r.patient.nhs_number)) for r in requests]
+    )
+    await asyncio.sleep(3)
+    if before_requests is not None:
+        before_requests()
+    read_in_time: set[str] = set()
+    delivered: dict[str, float] = {}
+    burst: list[tuple[str, str, Event]] = []
+    for r in requests:
+        roll = rng.random()
+        burst.append(("send-requests", r.message_id, r))
+        if roll < 1 / 3:
+            read_in_time.add(r.message_id)
+            burst.append(
+                (
+                    "read-receipts",
+                    r.message_id,
+                    ReadReceipt(
+                        message_id=r.message_id, read_at=r.requested_at + timedelta(seconds=1)
+                    ),
+                )
+            )
+        elif roll < 2 / 3:
+            at = r.requested_at + timedelta(seconds=2)
+            delivered[r.message_id] = at.timestamp()
+            burst.append(
+                (
+                    "delivery-receipts",
+                    r.message_id,
+                    DeliveryReceipt(
+                        message_id=r.message_id,
+                        channel="nhs_app",
+                        status="delivered",
+                        occurred_at=at,
+                    ),
+                )
+            )
+    await stack.publish_many(burst)
+    seen = await stack.read(
+        ["dispatches"], lambda rs: len({e.message_id for _, e in rs}) >= MESSAGES, timeout=120
+    )
+    dispatches = {e.message_id: e for _, e in seen}
+    assert len(dispatches) == MESSAGES
+    # A crash can still let a request overtake its patient's eligibility record (two topics,
+    # no order between them); those go by SMS and are outside this test.
+    app_first = {mid: d for mid, d in dispatches.items() if d.channel == "nhs_app"}
+    assert len(app_first) >= 0.9 * MESSAGES, Counter(d.reason for d in dispatches.values())
+    due = {
+        mid: delivered.get(mid, d.dispatched_at.timestamp()) + DEADLINE
+        for mid, d in app_first.items()
+        if mid not in read_in_time
+    }
+    return app_first, read_in_time & set(app_first), due
+
+
+async def _settle(stack: Any, due: dict[str, float], timeout: float = 150) -> dict[str, Any]:
+    """Wait until every due fallback has reached the simulator, then a little longer."""
+    deadline = time.monotonic() + timeout
+    expected = {f"{mid}/fallback" for mid in due}
+    while time.monotonic() < deadline:
+        refs = (await stack.sends(references=True))["references"]
+        if expected <= set(refs) and time.time() > max(due.values()) + 3:
+            await asyncio.sleep(3)  # room for a wrong extra send to show itself
+            return dict((await stack.sends(references=True))["references"])
+        await asyncio.sleep(1)
+    return dict((await stack.sends(references=True))["references"])
+
+
+async def _check(
+    stack: Any,
+    dispatches: dict[str, Dispatch],
+    read_in_time: set[str],
+    due: dict[str, float],
+    refs: dict[str, Any],
+) -> None:
+    fallback_refs = {
+        r.removesuffix("/fallback"): v for r, v in refs.items() if r.endswith("/fallback")
+    }
+    missing = set(due) - set(fallback_refs)
+    assert not missing, f"{len(missing)} due fallbacks were never sent: {sorted(missing)[:5]}"
+    wrong = set(fallback_refs) & read_in_time
+    assert not wrong, f"{len(wrong)} messages read in time got an SMS: {sorted(wrong)[:5]}"
+    early = {
+        mid: v["received_at"] - due[mid]
+        for mid, v in fallback_refs.items()
+        if v["received_at"] < due[mid]
+    }
+    assert not early, f"fallbacks sent before due: {list(early.items())[:5]}"
+    # The primary NHS App sends: one per message, too.
+    assert {r for r in refs if not r.endswith("/fallback")} >= set(dispatches)
+    records = await stack.read(["fallbacks"], lambda rs: False, timeout=3)
+    for _, fb in records:
+        assert isinstance(fb, Fallback)
+        assert fb.emitted_at >= fb.due_at
+        assert fb.due_at.timestamp() == pytest.approx(due[fb.message_id], abs=0.002)
+
+
+async def _chaos(stack: Any, rng: random.Random, kills: int, until: float) -> int:
+    done = 0
+    while done < kills and time.monotonic() < until:
+        await asyncio.sleep(rng.uniform(1.0, 5.0))
+        victim = rng.randrange(len(stack.workers))
+        stack.kill_worker(victim)
+        done += 1
+        await asyncio.sleep(rng.uniform(0.0, 3.0))
+        await stack.restart_worker(victim)
+    return done
+
+
+async def test_sigkill_at_random_moments(stack_factory: Any) -> None:
+    seed = int(os.environ.get("APPFIRST_CRASH_SEED", "1"))
+    rng = random.Random(seed)
+    stack = stack_factory(
+        APPFIRST_PROVIDERS="simulator",
+        APPFIRST_FALLBACK_INDIVIDUAL_SECONDS=str(DEADLINE),
+        APPFIRST_SWEEP_INTERVAL_SECONDS="0.5",
+    )
+    await stack.start_simulator(send_callbacks=False, app_share=1.0, notifications_share=1.0)
+    await stack.start_worker()
+    await stack.start_worker()
+    tasks: list[asyncio.Task[int]] = []
+
+    def start_chaos() -> None:
+        tasks.append(asyncio.create_task(_chaos(stack, rng, kills=5, until=time.monotonic() + 60)))
+
+    dispatches, read_in_time, due = await _traffic(stack, rng, start_chaos)
+    kills = await tasks[0]
+    assert kills >= 3
+    refs = await _settle(stack, due)
+    await _check(stack, dispatches, read_in_time, due, refs)
+
+
+async def test_scale_out_and_back(stack_factory: Any) -> None:
+    rng = random.Random(7)
+    stack = stack_factory(
+        APPFIRST_PROVIDERS="simulator",
+        APPFIRST_FALLBACK_INDIVIDUAL_SECONDS=str(DEADLINE),
+        APPFIRST_SWEEP_INTERVAL_SECONDS="0.5",
+    )
+    await stack.start_simulator(send_callbacks=False, app_share=1.0, notifications_share=1.0)
+    await stack.start_worker()
+    dispatches, read_in_time, due = await _traffic(stack, rng)
+    await stack.start_worker()  # scale out while deadlines are pending
+    await asyncio.sleep(DEADLINE / 2)
+    stack.stop_worker(1)  # and back in, cleanly
+    refs = await _settle(stack, due)
+    await _check(stack, dispatches, read_in_time, due, refs)
