@@ -103,7 +103,10 @@ async def track(stream: Any) -> None:
                 deadline_table[new.message_id] = new.to_json()
             index.update(new.partition, new.message_id, _due_ts(new))
         if REPLAY and _owns(message.partition):
-            await _sweep_partition(message.partition, _replay_now(message.partition))
+            # Event time, and only as far as every input has been read: the same fallbacks
+            # whatever order the topics happen to be interleaved in.
+            limit = safe_until(_progress(message.partition), now=0, lateness=0, replay=True)
+            await _sweep_partition(message.partition, limit)
 
 
 def _owned_partitions() -> set[int]:
@@ -127,10 +130,6 @@ def _progress(partition: int) -> list[InputProgress]:
         caught_up = highwater is not None and position >= highwater
         result.append(InputProgress(caught_up, _watermarks.get((topic, partition))))
     return result
-
-
-def _replay_now(partition: int) -> float:
-    return max((_watermarks.get((t, partition), -math.inf) for t in INPUTS), default=-math.inf)
 
 
 def _rebuild(partitions: set[int]) -> None:
@@ -200,8 +199,8 @@ async def sweep() -> None:
             await _sweep_partition(partition, limit, now)
     else:
         for partition in owned:
-            if all(p.caught_up for p in _progress(partition)):
-                await _sweep_partition(partition, math.inf)
+            limit = safe_until(_progress(partition), now=0, lateness=0, replay=True)
+            await _sweep_partition(partition, limit)
     telemetry.pending_deadlines.set(index.pending())
 
 

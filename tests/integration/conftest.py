@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from appfirst.admin import ensure_topics
 from appfirst.broker import EmbeddedBroker, free_port
@@ -141,6 +141,26 @@ class Stack:
             value = JsonCodec(type(event)).encode(event)
             await producer.send(self.settings.topic(topic), value, key=key.encode())
         await producer.flush()
+
+    async def read_raw(self, topic: str) -> list[bytes]:
+        """Every value on a topic as bytes, as written."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            name = self.settings.topic(topic)
+            tps = [TopicPartition(name, p) for p in range(self.settings.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            values: list[bytes] = []
+            while True:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    return values
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    values += [r.value for r in records]
+        finally:
+            await consumer.stop()
 
     def kill_worker(self, n: int) -> None:
         """SIGKILL: a crash, with no chance to commit or flush."""

@@ -1,0 +1,99 @@
+"""The deadline index and the safe-until rule of the sweep."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
+
+
+def test_pop_due_returns_only_what_is_due_in_due_order() -> None:
+    index = DeadlineIndex()
+    index.update(0, "a", 30.0)
+    index.update(0, "b", 10.0)
+    index.update(0, "c", 20.0)
+    index.update(1, "d", 5.0)
+    assert index.pop_due(0, 20.0) == [("b", 10.0), ("c", 20.0)]
+    assert index.pending() == 2
+    assert index.pop_due(0, 25.0) == []
+    assert index.next_due(0) == 30.0
+
+
+def test_moved_and_cancelled_deadlines_are_not_returned() -> None:
+    index = DeadlineIndex()
+    index.update(0, "moved", 10.0)
+    index.update(0, "moved", 50.0)  # a delivered receipt moved it later
+    index.update(0, "cancelled", 10.0)
+    index.update(0, "cancelled", None)  # read in time
+    assert index.pop_due(0, 20.0) == []
+    assert index.pop_due(0, 50.0) == [("moved", 50.0)]
+    assert index.pending() == 0
+
+
+def test_dropping_a_partition_forgets_it_and_own_keeps_an_empty_one() -> None:
+    index = DeadlineIndex()
+    index.update(3, "x", 1.0)
+    index.drop(3)
+    index.own(4)
+    assert index.partitions() == {4}
+    assert index.pop_due(3, math.inf) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.one_of(st.none(), st.floats(0, 100))), max_size=60
+    ),
+    st.floats(0, 100),
+)
+def test_pop_due_agrees_with_the_latest_due_time_of_each_message(
+    updates: list[tuple[str, float | None]], until: float
+) -> None:
+    index = DeadlineIndex()
+    latest: dict[str, float | None] = {}
+    for message_id, due in updates:
+        index.update(0, message_id, due)
+        latest[message_id] = due
+    popped = index.pop_due(0, until)
+    want = sorted((d, m) for m, d in latest.items() if d is not None and d <= until)
+    assert sorted((d, m) for m, d in popped) == want
+    assert index.pending() == sum(1 for d in latest.values() if d is not None and d > until)
+
+
+def test_the_cost_of_a_sweep_follows_what_is_due_not_what_is_pending() -> None:
+    index = DeadlineIndex()
+    rng = random.Random(1)
+    for i in range(100_000):
+        index.update(0, f"m{i}", 1_000 + rng.random() * 1_000)
+    index.update(0, "due", 5.0)
+    heap = index._heaps[0]
+    before = len(heap)
+    assert index.pop_due(0, 10.0) == [("due", 5.0)]
+    assert len(heap) == before - 1  # one pop, nothing else touched
+
+
+LIVE = {"now": 100.0, "lateness": 5.0, "replay": False}
+
+
+def test_live_all_caught_up_is_now() -> None:
+    assert safe_until([InputProgress(True, None)] * 3, **LIVE) == 100.0  # type: ignore[arg-type]
+
+
+def test_live_backlog_holds_the_sweep_to_its_watermark_less_lateness() -> None:
+    progress = [InputProgress(True, 99.0), InputProgress(False, 60.0), InputProgress(True, None)]
+    assert safe_until(progress, **LIVE) == 55.0  # type: ignore[arg-type]
+
+
+def test_an_input_not_read_at_all_holds_everything() -> None:
+    progress = [InputProgress(True, 99.0), InputProgress(False, None)]
+    assert safe_until(progress, **LIVE) == -math.inf  # type: ignore[arg-type]
+
+
+def test_replay_uses_the_slowest_input_and_ignores_finished_ones() -> None:
+    progress = [InputProgress(False, 500.0), InputProgress(False, 300.0), InputProgress(True, 1.0)]
+    assert safe_until(progress, now=0, lateness=99, replay=True) == 300.0
+    assert safe_until([InputProgress(True, 5.0)] * 3, now=0, lateness=0, replay=True) == math.inf
