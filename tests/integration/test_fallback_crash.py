@@ -161,7 +161,7 @@ async def test_sigkill_at_random_moments(stack_factory: Any) -> None:
     tasks: list[asyncio.Task[int]] = []
 
     def start_chaos() -> None:
-        tasks.append(asyncio.create_task(_chaos(stack, rng, kills=5, until=time.monotonic() + 60)))
+        tasks.append(asyncio.create_task(_chaos(stack, rng, kills=5, until=time.monotonic() + 150)))
 
     dispatches, read_in_time, due = await _traffic(stack, rng, start_chaos)
     kills = await tasks[0]
