@@ -16,7 +16,9 @@ from appfirst.providers.callbacks import parse_nhs_app, parse_notify, parse_resp
 from appfirst.streams.app import app, settings
 from appfirst.streams.io import encode
 from appfirst.streams.topics import delivery_receipts, read_receipts, responses
-from appfirst.topics.models import DeliveryReceipt, Event, ReadReceipt
+from appfirst.topics.models import DeliveryReceipt, ReadReceipt, Response
+
+Inbound = DeliveryReceipt | ReadReceipt | Response
 
 _TOKEN = f"Bearer {settings.callback_token.get_secret_value()}".encode()
 
@@ -27,7 +29,7 @@ def _authorised(request: web.Request) -> bool:
 
 
 async def _ingest(
-    view: web.View, request: web.Request, provider: str, parse: Callable[[dict[str, Any]], Event]
+    view: web.View, request: web.Request, provider: str, parse: Callable[[dict[str, Any]], Inbound]
 ) -> web.Response:
     if not _authorised(request):
         telemetry.callbacks.labels(provider, "unauthorised").inc()
@@ -44,8 +46,7 @@ async def _ingest(
         topic = read_receipts
     else:
         topic = responses
-    message_id: str = event.message_id  # type: ignore[attr-defined]
-    await topic.send(key=message_id.encode(), value=encode(event))
+    await topic.send(key=event.message_id.encode(), value=encode(event))
     telemetry.callbacks.labels(provider, "ok").inc()
     return view.json({"status": "accepted"}, status=202)
 
