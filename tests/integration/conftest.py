@@ -162,6 +162,30 @@ class Stack:
         finally:
             await consumer.stop()
 
+    async def read_raw_changelog(self, table: str) -> set[str]:
+        """The keys written to a table's changelog (JSON strings)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None)
+        await consumer.start()
+        try:
+            name = f"{self.prefix}worker-{table}-changelog"
+            parts = consumer.partitions_for_topic(name) or set()
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(name) or set()
+            tps = [TopicPartition(name, p) for p in parts]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            keys: set[str] = set()
+            while True:
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                    return keys
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    keys |= {json.loads(r.key) for r in records if r.key}
+        finally:
+            await consumer.stop()
+
     def kill_worker(self, n: int) -> None:
         """SIGKILL: a crash, with no chance to commit or flush."""
         kill(self.workers[n][0])

@@ -80,7 +80,10 @@ async def _traffic(
         ["dispatches"], lambda rs: len({e.message_id for _, e in rs}) >= MESSAGES, timeout=120
     )
     dispatches = {e.message_id: e for _, e in seen}
-    assert len(dispatches) == MESSAGES
+    if len(dispatches) < MESSAGES:
+        raise AssertionError(
+            await _where_stuck(stack, set(requests_ids(requests)) - set(dispatches))
+        )
     # A crash can still let a request overtake its patient's eligibility record (two topics,
     # no order between them); those go by SMS and are outside this test.
     app_first = {mid: d for mid, d in dispatches.items() if d.channel == "nhs_app"}
@@ -91,6 +94,29 @@ async def _traffic(
         if mid not in read_in_time
     }
     return app_first, read_in_time & set(app_first), due
+
+
+def requests_ids(requests: list[Any]) -> list[str]:
+    return [r.message_id for r in requests]
+
+
+async def _where_stuck(stack: Any, missing: set[str]) -> str:
+    """Which hop the undispatched messages stopped at, for the failure message."""
+    import json as _json
+
+    repartitioned = {
+        _json.loads(v)["message_id"] for v in await stack.read_raw("router-by-patient")
+    }
+    routed = set()
+    for v in await stack.read_raw_changelog("routed"):
+        routed.add(v)
+    late = await stack.read(["dispatches"], lambda rs: False, timeout=30)
+    arrived_late = missing & {e.message_id for _, e in late}
+    return (
+        f"{len(missing)} undispatched after 120 s; re-keyed: "
+        f"{len(missing & repartitioned)}; routed (changelog keys): {len(missing & routed)}; "
+        f"dispatched within 30 s more: {len(arrived_late)}; e.g. {sorted(missing)[:3]}"
+    )
 
 
 async def _settle(stack: Any, due: dict[str, float], timeout: float = 150) -> dict[str, Any]:
