@@ -7,6 +7,8 @@ patient's eligibility in its local table. Practice settings are small and global
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 import httpx
@@ -103,7 +105,7 @@ async def route_requests(stream: Any) -> None:
             # The decision must be durable before anyone can act on it: were the dispatch
             # out and the decision lost in a crash, a re-decision could differ (other time,
             # new eligibility) and a message could be sent both ways.
-            await app.producer.flush()
+            await durable()
             telemetry.dispatches.labels(dispatch.channel, dispatch.reason).inc()
         await dispatches.send(key=dispatch.message_id.encode(), value=encode(dispatch))
 
@@ -140,6 +142,27 @@ def eligibility_lookup() -> EligibilityLookup:
         client = httpx.AsyncClient(timeout=httpx.Timeout(settings.eligibility_timeout_seconds))
         _lookup = HttpEligibilityLookup(client, base, timeout=settings.eligibility_timeout_seconds)
     return _lookup
+
+
+FLUSH_LIMIT_SECONDS = 45.0
+
+
+async def durable() -> None:
+    """Wait until everything written so far is acknowledged by the broker.
+
+    Seen on the embedded broker after rebalances: a flush that never returns, holding its
+    partition forever. A worker that cannot make its writes durable is of no use; it exits
+    at once (crash-only), so that the group hands its partitions to a healthy worker, which
+    re-reads them from the last committed offset.
+    """
+    try:
+        await asyncio.wait_for(app.producer.flush(), FLUSH_LIMIT_SECONDS)
+    except TimeoutError:
+        log.critical(
+            "producer flush took over %.0f s: exiting so the group can rebalance",
+            FLUSH_LIMIT_SECONDS,
+        )
+        os._exit(70)
 
 
 @app.agent(eligibility)
