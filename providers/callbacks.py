@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from appfirst.errors import DecodeError
+from appfirst.providers.nhsapp import COMMUNICATION_ID_SYSTEMS, REQUEST_ID_SYSTEM, identifier
 from appfirst.topics.models import DeliveryReceipt, Leg, ReadReceipt, Response
 
 FALLBACK_SUFFIX = "/fallback"
@@ -23,6 +24,8 @@ NHS_APP_STATUSES = {
     "rejected": "rejected",
     "failed": "failed",
 }
+# Accepted by Apple or Google, not yet shown: no contract event; Notified or Unnotified follows.
+IGNORED_NHS_APP_STATUSES = frozenset({"notificationattempted"})
 NOTIFY_STATUSES = {
     "delivered": "delivered",
     "permanent-failure": "permanent_failure",
@@ -51,16 +54,21 @@ def _timestamp(value: Any) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-def parse_nhs_app(task: dict[str, Any]) -> DeliveryReceipt | ReadReceipt:
-    """A FHIR ``Task`` status callback from the NHS App."""
-    if task.get("resourceType") != "Task":
-        raise DecodeError("NHS App callback is not a FHIR Task")
+def parse_nhs_app(task: dict[str, Any]) -> DeliveryReceipt | ReadReceipt | None:
+    """A FHIR ``Task`` from the NHS App (a real-time receipt or a row of the daily receipts
+    report). None for a status the contract has no event for (``NotificationAttempted``)."""
+    if not isinstance(task, dict) or task.get("resourceType") != "Task":
+        raise DecodeError("NHS App receipt is not a FHIR Task")
+    reference = identifier(task, REQUEST_ID_SYSTEM)
+    if reference is None:
+        raise DecodeError("NHS App receipt has no request-id identifier")
     try:
-        reference = next(i["value"] for i in task.get("identifier", []) if i.get("value"))
-        code = str(task["businessStatus"]["coding"][0]["code"]).lower()
-    except (KeyError, IndexError, TypeError, StopIteration) as exc:
-        raise DecodeError("NHS App callback lacks identifier or businessStatus") from exc
-    message_id, leg = split_reference(str(reference))
+        code = str(task["code"]["coding"][0]["code"]).lower()
+    except (KeyError, IndexError, TypeError) as exc:
+        raise DecodeError("NHS App receipt lacks code.coding") from exc
+    if code in IGNORED_NHS_APP_STATUSES:
+        return None
+    message_id, leg = split_reference(reference)
     occurred = _timestamp(task.get("lastModified"))
     try:
         if code == "read":
@@ -73,11 +81,11 @@ def parse_nhs_app(task: dict[str, Any]) -> DeliveryReceipt | ReadReceipt:
             channel="nhs_app",
             status=status,
             occurred_at=occurred,
-            provider_reference=task.get("id"),
+            provider_reference=identifier(task, COMMUNICATION_ID_SYSTEMS),
             leg=leg,
         )
     except ValidationError as exc:
-        raise DecodeError("NHS App callback does not make a valid receipt") from exc
+        raise DecodeError("NHS App receipt does not make a valid receipt") from exc
 
 
 def parse_notify(body: dict[str, Any]) -> DeliveryReceipt:

@@ -1,25 +1,26 @@
 """On-demand eligibility: does this patient have the NHS App with notifications on?
 
-Used by the router on a cache miss only, bounded by a short timeout and a circuit breaker,
-so that a slow or absent API makes the decision ``sms/eligibility_unknown`` rather than
-holding up the stream. The per-patient query is the patients report of the NHS App API
-filtered to one NHS number.
+The NHS App API answers this only per practice (the patients report, refreshed by a daily
+batch), never per patient. So a cache miss in the router fetches the practice's whole
+report once, keeps it for the day, and answers every later miss of that practice from
+memory. The router waits at most ``timeout`` for it; a slow or absent API makes the
+decision ``sms/eligibility_unknown`` rather than holding up the stream, and the fetch goes
+on in the background so the next miss of that practice is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import httpx
-
-from appfirst.errors import ProviderError, ProviderUnavailable
-from appfirst.providers.http import CircuitBreaker, raise_for_status
+from appfirst.errors import ProviderError
+from appfirst.providers.http import CircuitBreaker
+from appfirst.providers.reports import ReportsClient
 from appfirst.topics.models import Eligibility
-
-PATIENTS_REPORT = "/communication/report/patients"
 
 
 class EligibilityLookup(Protocol):
@@ -28,42 +29,88 @@ class EligibilityLookup(Protocol):
         ...
 
 
-class HttpEligibilityLookup:
+@dataclass
+class Roster:
+    """One practice's NHS App users: NHS number -> notifications enabled."""
+
+    users: dict[str, bool]
+    fetched_at: float
+    checked_at: datetime
+
+
+class PracticeReportLookup:
     name = "nhs_app_eligibility"
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, *, timeout: float) -> None:
-        self._client = client
-        self._url = base_url.rstrip("/") + PATIENTS_REPORT
+    def __init__(
+        self,
+        reports: ReportsClient,
+        *,
+        timeout: float,
+        max_age: float = 86_400.0,
+        max_practices: int = 500,
+    ) -> None:
+        self._reports = reports
         self._timeout = timeout
+        self._max_age = max_age
+        self._max_practices = max_practices
+        self._rosters: OrderedDict[str, Roster] = OrderedDict()
+        self._fetching: dict[str, asyncio.Task[Roster]] = {}
         self.breaker = CircuitBreaker()
+        self.fetches = 0
 
     async def lookup(self, nhs_number: str, ods_code: str) -> Eligibility | None:
-        now = time.monotonic()
-        if not self.breaker.allow(now):
-            return None
-        try:
-            result = await asyncio.wait_for(self._fetch(nhs_number, ods_code), self._timeout)
-        except (TimeoutError, ProviderError):
-            self.breaker.failure(time.monotonic())
-            return None
-        self.breaker.success()
-        return result
-
-    async def _fetch(self, nhs_number: str, ods_code: str) -> Eligibility:
-        try:
-            response = await self._client.get(
-                self._url,
-                params={"ods-organisation-code": ods_code, "nhs-number": nhs_number},
-            )
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(self.name, type(exc).__name__) from exc
-        raise_for_status(self.name, response)
-        patients = response.json().get("patients", [])
-        found = next((p for p in patients if p.get("nhsNumber") == nhs_number), None)
-        # Absent from the report: the patient has no NHS App account we can message.
+        roster = self._fresh(ods_code)
+        if roster is None:
+            task = self._fetch(ods_code)
+            if task is None:
+                return None
+            try:
+                roster = await asyncio.wait_for(asyncio.shield(task), self._timeout)
+            except (TimeoutError, ProviderError):
+                return None
+        notifications = roster.users.get(nhs_number)
+        # Absent from the report: no NHS App account we can message.
         return Eligibility(
             nhs_number=nhs_number,
-            has_nhs_app=found is not None,
-            notifications_enabled=bool(found and found.get("notificationsEnabled")),
-            checked_at=datetime.now(UTC),
+            has_nhs_app=notifications is not None,
+            notifications_enabled=bool(notifications),
+            checked_at=roster.checked_at,
         )
+
+    def _fresh(self, ods_code: str) -> Roster | None:
+        roster = self._rosters.get(ods_code)
+        if roster is None or time.monotonic() - roster.fetched_at > self._max_age:
+            return None
+        self._rosters.move_to_end(ods_code)
+        return roster
+
+    def _fetch(self, ods_code: str) -> asyncio.Task[Roster] | None:
+        task = self._fetching.get(ods_code)
+        if task is not None:
+            return task
+        if not self.breaker.allow(time.monotonic()):
+            return None
+        task = asyncio.get_running_loop().create_task(self._load(ods_code))
+        self._fetching[ods_code] = task
+        task.add_done_callback(lambda t: self._done(ods_code, t))
+        return task
+
+    def _done(self, ods_code: str, task: asyncio.Task[Roster]) -> None:
+        self._fetching.pop(ods_code, None)
+        if task.cancelled() or task.exception() is not None:
+            self.breaker.failure(time.monotonic())
+            return
+        self.breaker.success()
+        self._rosters[ods_code] = task.result()
+        while len(self._rosters) > self._max_practices:
+            self._rosters.popitem(last=False)
+
+    async def _load(self, ods_code: str) -> Roster:
+        self.fetches += 1
+        users = {nhs: enabled async for nhs, enabled in self._reports.patients(ods_code)}
+        return Roster(users, time.monotonic(), datetime.now(UTC))
+
+    async def aclose(self) -> None:
+        for task in list(self._fetching.values()):
+            task.cancel()
+        await self._reports.aclose()

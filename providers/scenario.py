@@ -1,5 +1,6 @@
-"""Patient behaviour for the simulator: who reads, who is never notified, who responds, and
-how long it takes. Loaded from a JSON file of the same shape, or the defaults below."""
+"""Patient behaviour for the simulator: who has the NHS App, who reads, who is never
+notified, who responds, and how long it takes; plus the sandbox's own limits. Loaded from a
+JSON file of the same shape, or the defaults below."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import hashlib
 import json
 import math
 import random
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from appfirst.rules.nhs_number import check_digit
 
 
 class Scenario(BaseModel):
@@ -18,14 +22,19 @@ class Scenario(BaseModel):
     seed: int = 7
     send_callbacks: bool = Field(default=True, description="False: a silent sandbox")
     time_scale: float = Field(default=1.0, gt=0, description="simulated delays are divided by this")
-    # NHS App: who has it (answered by the eligibility lookup)
+    # Practices' patients (the patients report) and who among them has the NHS App
+    roster_size: int = Field(default=400, ge=0, description="registered patients per practice")
     app_share: float = Field(default=0.6, ge=0, le=1)
     notifications_share: float = Field(default=0.85, ge=0, le=1, description="of app users")
+    report_page_size: int = Field(default=250, ge=1)
     # NHS App messages
     unnotified_share: float = Field(default=0.05, ge=0, le=1)
-    failed_share: float = Field(default=0.02, ge=0, le=1)
+    failed_share: float = Field(default=0.02, ge=0, le=1, description="rejected on arrival")
     read_share: float = Field(default=0.75, ge=0, le=1, description="of notified messages")
     read_median_seconds: float = Field(default=1800, gt=0)
+    callback_loss_share: float = Field(
+        default=0.0, ge=0, le=1, description="real-time receipts never posted (report only)"
+    )
     # SMS and email
     sms_failed_share: float = Field(default=0.03, ge=0, le=1)
     delivery_seconds: float = Field(default=3, gt=0)
@@ -34,6 +43,10 @@ class Scenario(BaseModel):
     respond_share_sms: float = Field(default=0.55, ge=0, le=1)
     respond_median_seconds: float = Field(default=2400, gt=0)
     spread: float = Field(default=1.0, gt=0, description="log-normal sigma of every delay")
+    # The sandbox's limits, as the real services publish them
+    nhs_app_rate_per_second: float = Field(default=20, gt=0)
+    notify_rate_per_minute: float = Field(default=3000, gt=0)
+    token_lifetime_seconds: float = Field(default=599, gt=0)
 
     @classmethod
     def load(cls, path: str | Path | None) -> Scenario:
@@ -49,6 +62,29 @@ class Scenario(BaseModel):
     def delay(self, rng: random.Random, median: float) -> float:
         """A log-normal delay in real seconds (simulated seconds over the time scale)."""
         return median * math.exp(rng.gauss(0, self.spread)) / self.time_scale
+
+    def app_user(self, nhs_number: str) -> bool | None:
+        """None: no NHS App; else whether notifications are on. Fixed per patient."""
+        rng = self.rng(f"patient:{nhs_number}")
+        if rng.random() >= self.app_share:
+            return None
+        return rng.random() < self.notifications_share
+
+    def roster(self, ods_code: str) -> tuple[str, ...]:
+        return _roster(self.seed, ods_code.upper(), self.roster_size)
+
+
+@lru_cache(maxsize=4096)
+def _roster(seed: int, ods_code: str, size: int) -> tuple[str, ...]:
+    """A practice's registered patients: valid NHS numbers, the same every run."""
+    rng = random.Random(f"{seed}:roster:{ods_code}")
+    found: list[str] = []
+    while len(found) < size:
+        first = f"{rng.randrange(400_000_000, 999_999_999):09d}"
+        digit = check_digit(first)
+        if digit is not None:
+            found.append(first + str(digit))
+    return tuple(found)
 
 
 RESPONDING_TYPES = frozenset(

@@ -1,35 +1,96 @@
-"""A loopback sandbox of the providers: the NHS App messaging API and a GOV.UK
-Notify-shaped SMS/email API, with patients who read, ignore, fail and respond.
+"""A loopback sandbox of the providers, speaking their published APIs:
 
-Every send is recorded (``GET /_sim/sends``) and idempotent by reference: the same
-reference twice gets the first answer back and is never delivered twice. Receipts and
-responses are posted to the worker's callback endpoints after realistic delays.
+- NHS App (under ``/nhs-app``): ``CommunicationRequest`` sends, the daily receipts and
+  patients reports, paged; signed-JWT auth through ``/oauth2/token``; ``OperationOutcome``
+  errors; 429 with ``Retry-After`` above 20 requests a second.
+- GOV.UK Notify (at the root): ``/v2/notifications/sms|email`` with HS256 JWT auth, its
+  error bodies, and 429 above 3,000 requests a minute.
+- Patients who read, ignore, fail and respond (``Scenario``), whose receipts and responses
+  are posted to the worker's callbacks with each provider's token, and kept for the report.
+
+Sends are idempotent by reference: the same reference twice gets the first answer back and
+is never delivered twice. ``/_sim/*`` is the test harness: the record of every send, and
+an outage switch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import secrets
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 from aiohttp import web
 
+from appfirst.providers.auth import (
+    CLIENT_ASSERTION_TYPE,
+    AuthError,
+    split_notify_key,
+    verify_client_assertion,
+    verify_notify_token,
+)
 from appfirst.providers.callbacks import split_reference
-from appfirst.providers.eligibility import PATIENTS_REPORT
-from appfirst.providers.nhsapp import PATH as NHS_APP_PATH
+from appfirst.providers.nhsapp import (
+    CAMPAIGN_SYSTEM,
+    MAX_CONTENT,
+    NHS_NUMBER_SYSTEM,
+    REQUEST_ID_SYSTEM,
+    identifier,
+)
+from appfirst.providers.nhsapp import (
+    PATH as NHS_APP_PATH,
+)
+from appfirst.providers.notify import EMAIL_PATH, SMS_PATH
+from appfirst.providers.reports import PATIENTS_REPORT, RECEIPTS_REPORT
 from appfirst.providers.scenario import RESPONDING_TYPES, Scenario
+from appfirst.rules.nhs_number import is_valid_nhs_number
 
 log = logging.getLogger("appfirst.simulator")
 
+NHS_APP_PREFIX = "/nhs-app"
+TOKEN_PATH = "/oauth2/token"  # noqa: S105 (a path, not a secret)
+COMMUNICATION_ID_SYSTEM = "https://fhir.nhs.uk/Id/nhs-app-communication-id"
+STATUS_SYSTEM = "https://fhir.nhs.uk/CodeSystem/NHSApp-Communication-Status"
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the sandbox trusts, as a real service would after onboarding."""
+
+    nhs_app_api_key: str
+    nhs_app_key_id: str
+    nhs_app_public_key: Any
+    notify_service_id: str
+    notify_secret: str
+    callback_tokens: dict[str, str]
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Credentials:
+        from appfirst.providers.auth import public_key_of
+        from appfirst.providers.factory import nhs_app_private_key
+
+        service_id, secret = split_notify_key(settings.notify_api_key.get_secret_value())
+        return cls(
+            nhs_app_api_key=settings.nhs_app_api_key.get_secret_value(),
+            nhs_app_key_id=settings.nhs_app_key_id,
+            nhs_app_public_key=public_key_of(nhs_app_private_key(settings)),
+            notify_service_id=service_id,
+            notify_secret=secret,
+            callback_tokens={
+                k: v.get_secret_value() for k, v in settings.callback_tokens().items()
+            },
+        )
 
 
 @dataclass
@@ -42,67 +103,242 @@ class Send:
     calls: int = 1
 
 
+class Window:
+    """Requests in the last ``length`` seconds, to enforce a provider's limit."""
+
+    def __init__(self, limit: float, length: float) -> None:
+        self.limit = limit
+        self.length = length
+        self.times: collections.deque[float] = collections.deque()
+
+    def admit(self, now: float) -> float | None:
+        """None if admitted, else the seconds until a request would be."""
+        while self.times and self.times[0] <= now - self.length:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            return self.times[0] + self.length - now
+        self.times.append(now)
+        return None
+
+
 @dataclass
 class Simulator:
     scenario: Scenario
     callback_url: str
-    callback_token: str
+    credentials: Credentials
     sends: dict[str, Send] = field(default_factory=dict)
-    duplicates: int = 0
-    lookups: int = 0
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # every receipt, for the report
+    counts: Counter[str] = field(default_factory=Counter)
     responded: set[str] = field(default_factory=set)
+    outage_until: float = 0.0
+    outage_status: int = 503
+    _tokens: dict[str, float] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _client: httpx.AsyncClient | None = None
 
-    # --- HTTP handlers -------------------------------------------------------------------
-    async def nhs_app(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    def __post_init__(self) -> None:
+        # The NHS App counts per second (spike arrest); Notify per minute.
+        self._nhs_app_window = Window(self.scenario.nhs_app_rate_per_second, 1.0)
+        self._notify_window = Window(self.scenario.notify_rate_per_minute, 60.0)
+
+    # --- NHS App: auth -------------------------------------------------------------------
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials" or (
+            form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE
+        ):
+            return _oauth_error("invalid_request", "grant_type or client_assertion_type")
+        token_url = str(request.url.with_query(None))
         try:
-            reference = next(
-                i["value"] for i in body["identifier"] if i.get("system") == "urn:ietf:rfc:3986"
+            verify_client_assertion(
+                str(form.get("client_assertion", "")),
+                public_key=self.credentials.nhs_app_public_key,
+                api_key=self.credentials.nhs_app_api_key,
+                token_url=token_url,
+                key_id=self.credentials.nhs_app_key_id,
             )
-            nhs_number = body["recipient"][0]["identifier"]["value"]
-            text = body["payload"][0]["contentString"]
-        except (KeyError, IndexError, TypeError, StopIteration):
-            return _outcome(400, "invalid", "CommunicationRequest is missing required fields")
-        if not nhs_number or not text:
-            return _outcome(400, "invalid", "recipient and payload are required")
-        message_type = (body.get("category") or [{}])[0].get("text", "sms")
-        return self._accept("nhs_app", reference, message_type, fhir=True)
+        except AuthError as exc:
+            self.counts["token_refused"] += 1
+            return _oauth_error("invalid_request", str(exc))
+        access = secrets.token_urlsafe(24)
+        lifetime = self.scenario.token_lifetime_seconds
+        self._tokens[access] = time.time() + lifetime
+        self.counts["tokens"] += 1
+        return web.json_response(
+            {
+                "access_token": access,
+                "expires_in": str(int(lifetime)),
+                "token_type": "Bearer",
+                "issued_at": str(int(time.time() * 1000)),
+            }
+        )
 
-    async def notify(self, request: web.Request) -> web.Response:
-        channel = request.match_info["channel"]
-        body = await request.json()
-        recipient = body.get("phone_number" if channel == "sms" else "email_address")
-        reference = body.get("reference")
-        if not recipient or not reference:
-            return web.json_response(
-                {
-                    "status_code": 400,
-                    "errors": [
-                        {"error": "BadRequestError", "message": "recipient and reference required"}
-                    ],
-                },
-                status=400,
-            )
-        message_type = (body.get("personalisation") or {}).get("message_type", "sms")
-        return self._accept(channel, reference, message_type, fhir=False)
+    def _nhs_app_gate(self, request: web.Request, *, limited: bool) -> web.Response | None:
+        """Outage, auth and rate limit, in the order the API platform applies them."""
+        if time.time() < self.outage_until:
+            self.counts["outage_refused"] += 1
+            return _outcome(self.outage_status, "exception", "service unavailable")
+        header = request.headers.get("Authorization", "")
+        expiry = self._tokens.get(header.removeprefix("Bearer "), 0.0)
+        if not header.startswith("Bearer ") or expiry < time.time():
+            self.counts["unauthorised"] += 1
+            return _outcome(401, "forbidden", "Invalid Access Token")
+        if limited:
+            wait = self._nhs_app_window.admit(time.monotonic())
+            if wait is not None:
+                self.counts["throttled"] += 1
+                return _outcome(
+                    429,
+                    "throttled",
+                    "Your application, appfirst, has exceeded its quota of "
+                    f"{self.scenario.nhs_app_rate_per_second:g} requests every 1 second(s) "
+                    "and is being rate limited.",
+                    retry_after=wait,
+                )
+        return None
 
-    async def patients(self, request: web.Request) -> web.Response:
-        """The patients report, optionally filtered to one NHS number."""
+    # --- NHS App: messages and reports -----------------------------------------------------
+    async def nhs_app(self, request: web.Request) -> web.Response:
+        refused = self._nhs_app_gate(request, limited=True)
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+        except ValueError:
+            return _outcome(400, "invalid", "body is not JSON")
+        problem = _check_communication_request(body)
+        if problem is not None:
+            self.counts["invalid"] += 1
+            return _outcome(400, "invalid", problem)
+        reference = identifier(body, REQUEST_ID_SYSTEM) or str(uuid.uuid4())
+        known = self.sends.get(reference)
+        if known is not None:
+            return self._repeat(known, body)
+        nhs_number = body["recipient"][0]["identifier"]["value"]
+        # FHIR category: optional and ignored by the real API; we send the message type.
+        message_type = str(((body.get("category") or [{}])[0] or {}).get("text", "sms"))
+        send = self._record("nhs_app", reference, message_type)
+        self._live(send, nhs_number)
+        return web.json_response(_communication(send, body), status=201)
+
+    def _repeat(self, known: Send, body: dict[str, Any]) -> web.Response:
+        self.counts["duplicates"] += 1
+        known.calls += 1
+        return web.json_response(_communication(known, body), status=201)
+
+    async def receipts_report(self, request: web.Request) -> web.Response:
+        refused = self._nhs_app_gate(request, limited=False)
+        if refused is not None:
+            return refused
+        try:
+            day = date.fromisoformat(request.query["day"])
+        except KeyError:
+            return _outcome(400, "invalid", "Missing required query parameter: day")
+        except ValueError:
+            return _outcome(400, "invalid", "day must be a date, YYYY-MM-DD")
+        rows = [t for t in self.tasks if t["lastModified"][:10] == day.isoformat()]
+        page, links = self._page(request, rows)
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(rows),
+            "link": [{"relation": rel, "url": url} for rel, url in links.items()],
+            "entry": [{"fullUrl": f"urn:uuid:{t['id']}", "resource": t} for t in page],
+        }
+        return web.json_response(bundle)
+
+    async def patients_report(self, request: web.Request) -> web.Response:
+        refused = self._nhs_app_gate(request, limited=False)
+        if refused is not None:
+            return refused
         ods = request.query.get("ods-organisation-code")
         if not ods:
-            return _outcome(400, "invalid", "ods-organisation-code is required")
-        self.lookups += 1
-        nhs = request.query.get("nhs-number")
-        found = []
-        if nhs:
-            rng = self.scenario.rng(f"patient:{nhs}")
-            if rng.random() < self.scenario.app_share:
-                notifications = rng.random() < self.scenario.notifications_share
-                found.append({"nhsNumber": nhs, "notificationsEnabled": notifications})
-        return web.json_response({"patients": found})
+            return _outcome(
+                400, "invalid", "Missing required query parameter: ods-organisation-code"
+            )
+        self.counts["patient_reports"] += 1
+        rows = []
+        for nhs in self.scenario.roster(ods):
+            notifications = self.scenario.app_user(nhs)
+            if notifications is not None:
+                rows.append({"nhsNumber": nhs, "notificationsEnabled": notifications})
+        page, links = self._page(request, rows)
+        header = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())
+        return web.json_response(page, headers={"Link": header} if header else None)
 
+    def _page(self, request: web.Request, rows: list[Any]) -> tuple[list[Any], dict[str, str]]:
+        size = self.scenario.report_page_size
+        try:
+            number = max(1, int(request.query.get("page", "1")))
+        except ValueError:
+            number = 1
+        last = max(1, -(-len(rows) // size))
+        links = {"self": str(request.url), "last": str(request.url.update_query(page=last))}
+        if number < last:
+            links["next"] = str(request.url.update_query(page=number + 1))
+        return rows[(number - 1) * size : number * size], links
+
+    # --- Notify ----------------------------------------------------------------------------
+    async def notify(self, request: web.Request) -> web.Response:
+        channel = "sms" if request.path == SMS_PATH else "email"
+        if time.time() < self.outage_until:
+            self.counts["outage_refused"] += 1
+            return _notify_error(self.outage_status, "Exception", "Internal server error")
+        header = request.headers.get("Authorization", "")
+        try:
+            verify_notify_token(
+                header.removeprefix("Bearer "),
+                service_id=self.credentials.notify_service_id,
+                secret=self.credentials.notify_secret,
+                now=time.time(),
+            )
+        except AuthError as exc:
+            self.counts["unauthorised"] += 1
+            return _notify_error(403, "AuthError", str(exc))
+        wait = self._notify_window.admit(time.monotonic())
+        if wait is not None:
+            self.counts["throttled"] += 1
+            return _notify_error(
+                429,
+                "RateLimitError",
+                f"Exceeded rate limit for key type LIVE of "
+                f"{self.scenario.notify_rate_per_minute:g} requests per 60 seconds",
+                retry_after=wait,
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            return _notify_error(400, "BadRequestError", "body is not JSON")
+        recipient = body.get("phone_number" if channel == "sms" else "email_address")
+        missing = [k for k in ("template_id",) if not body.get(k)]
+        if not recipient:
+            missing.append("phone_number" if channel == "sms" else "email_address")
+        if missing:
+            self.counts["invalid"] += 1
+            return _notify_error(400, "ValidationError", f"{missing[0]} is a required property")
+        reference = body.get("reference") or str(uuid.uuid4())
+        known = self.sends.get(reference)
+        if known is None:
+            message_type = (body.get("personalisation") or {}).get("message_type", "sms")
+            known = self._record(channel, reference, message_type)
+            self._live(known, None)
+            status = 201
+        else:
+            self.counts["duplicates"] += 1
+            known.calls += 1
+            status = 201
+        return web.json_response(
+            {
+                "id": known.id,
+                "reference": reference,
+                "content": {"body": "(redacted)", "from_number": "GPSURGERY"},
+                "uri": f"{request.url.origin()}/v2/notifications/{known.id}",
+                "template": {"id": body["template_id"], "version": 1, "uri": ""},
+            },
+            status=status,
+        )
+
+    # --- the harness -----------------------------------------------------------------------
     async def list_sends(self, request: web.Request) -> web.Response:
         by_channel = Counter(s.channel for s in self.sends.values())
         fallbacks = sum(1 for ref in self.sends if split_reference(ref)[1] == "fallback")
@@ -110,8 +346,10 @@ class Simulator:
             "total": len(self.sends),
             "by_channel": dict(by_channel),
             "fallbacks": fallbacks,
-            "duplicates": self.duplicates,
-            "lookups": self.lookups,
+            "duplicates": self.counts["duplicates"],
+            "lookups": self.counts["patient_reports"],
+            "counts": dict(self.counts),
+            "outage_until": self.outage_until,
         }
         if request.query.get("references") == "1":
             payload["references"] = {
@@ -120,53 +358,48 @@ class Simulator:
             }
         return web.json_response(payload)
 
-    # --- behaviour -----------------------------------------------------------------------
-    def _accept(
-        self, channel: str, reference: str, message_type: str, *, fhir: bool
-    ) -> web.Response:
-        known = self.sends.get(reference)
-        if known is not None:
-            self.duplicates += 1
-            known.calls += 1
-            return web.json_response(self._answer(known, fhir), status=200)
+    async def outage(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.outage_until = time.time() + float(body.get("seconds", 30))
+        self.outage_status = int(body.get("status", 503))
+        return web.json_response({"until": self.outage_until})
+
+    # --- behaviour -------------------------------------------------------------------------
+    def _record(self, channel: str, reference: str, message_type: str) -> Send:
         send = Send(str(uuid.uuid4()), channel, reference, message_type)
         self.sends[reference] = send
+        return send
+
+    def _live(self, send: Send, nhs_number: str | None) -> None:
         if not self.scenario.send_callbacks:
-            return web.json_response(self._answer(send, fhir), status=201)
-        task = asyncio.get_running_loop().create_task(self._live(send))
+            return
+        coro = (
+            self._live_nhs_app(send, nhs_number)
+            if send.channel == "nhs_app"
+            else self._live_notify(send)
+        )
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return web.json_response(self._answer(send, fhir), status=201)
 
-    @staticmethod
-    def _answer(send: Send, fhir: bool) -> dict[str, Any]:
-        if fhir:
-            return {"resourceType": "CommunicationRequest", "id": send.id, "status": "active"}
-        return {"id": send.id, "reference": send.reference}
-
-    async def _live(self, send: Send) -> None:
-        if send.channel == "nhs_app":
-            await self._live_nhs_app(send)
-        else:
-            await self._live_notify(send)
-
-    async def _live_nhs_app(self, send: Send) -> None:
+    async def _live_nhs_app(self, send: Send, nhs_number: str | None) -> None:
         sc = self.scenario
         rng = sc.rng(send.reference)
         await asyncio.sleep(sc.delay(rng, sc.delivery_seconds))
         roll = rng.random()
         if roll < sc.failed_share:
-            await self._task(send, "Failed")
+            await self._task(send, "Rejected", rng)
             return
-        await self._task(send, "Delivered")
+        await self._task(send, "Delivered", rng)
+        await self._task(send, "NotificationAttempted", rng)
         if roll < sc.failed_share + sc.unnotified_share:
-            await self._task(send, "Unnotified")
+            await self._task(send, "Unnotified", rng)
             return
-        await self._task(send, "Notified")
+        await self._task(send, "Notified", rng)
         if rng.random() >= sc.read_share:
             return
         await asyncio.sleep(sc.delay(rng, sc.read_median_seconds))
-        await self._task(send, "Read")
+        await self._task(send, "Read", rng)
         await self._maybe_respond(send, rng, sc.respond_share_app)
 
     async def _live_notify(self, send: Send) -> None:
@@ -174,16 +407,18 @@ class Simulator:
         rng = sc.rng(send.reference)
         await asyncio.sleep(sc.delay(rng, sc.delivery_seconds))
         failed = rng.random() < sc.sms_failed_share
+        now = _iso(time.time())
         await self._post(
+            "notify",
             "/callbacks/notify",
             {
                 "id": send.id,
                 "reference": send.reference,
                 "to": "redacted",
                 "status": "permanent-failure" if failed else "delivered",
-                "created_at": _now(),
-                "completed_at": _now(),
-                "sent_at": _now(),
+                "created_at": _iso(send.received_at),
+                "completed_at": now,
+                "sent_at": now,
                 "notification_type": send.channel,
             },
         )
@@ -199,28 +434,36 @@ class Simulator:
             return  # one response per message, whichever leg it came through
         self.responded.add(message_id)
         await self._post(
+            "responses",
             "/callbacks/responses",
-            {"message_id": message_id, "responded_at": _now(), "attachments": 0},
+            {"message_id": message_id, "responded_at": _iso(time.time()), "attachments": 0},
         )
 
-    async def _task(self, send: Send, status: str) -> None:
-        await self._post(
-            "/callbacks/nhs-app",
-            {
-                "resourceType": "Task",
-                "id": send.id,
-                "status": "completed",
-                "intent": "order",
-                "identifier": [{"system": "urn:ietf:rfc:3986", "value": send.reference}],
-                "businessStatus": {"coding": [{"code": status}]},
-                "lastModified": _now(),
-            },
-        )
+    async def _task(self, send: Send, status: str, rng: Any) -> None:
+        task = {
+            "resourceType": "Task",
+            "id": str(uuid.uuid4()),
+            "intent": "order",
+            "identifier": [
+                {"system": CAMPAIGN_SYSTEM, "value": "appfirst"},
+                {"system": REQUEST_ID_SYSTEM, "value": send.reference},
+                {"system": COMMUNICATION_ID_SYSTEM, "value": send.id},
+            ],
+            "status": "rejected" if status == "Rejected" else "completed",
+            "code": {"coding": [{"system": STATUS_SYSTEM, "code": status}]},
+            "authoredOn": _iso(send.received_at),
+            "lastModified": _iso(time.time()),
+        }
+        self.tasks.append(task)
+        if rng.random() < self.scenario.callback_loss_share:
+            self.counts["callbacks_lost"] += 1
+            return  # only the daily report will tell
+        await self._post("nhs_app", "/callbacks/nhs-app", task)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> None:
+    async def _post(self, provider: str, path: str, body: dict[str, Any]) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
-        headers = {"Authorization": f"Bearer {self.callback_token}"}
+        headers = {"Authorization": f"Bearer {self.credentials.callback_tokens[provider]}"}
         for attempt in range(8):
             try:
                 resp = await self._client.post(self.callback_url + path, json=body, headers=headers)
@@ -229,6 +472,7 @@ class Simulator:
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.2 * 2**attempt)
+        self.counts["callbacks_undelivered"] += 1
         log.warning("callback %s could not be delivered", path)
 
     async def close(self) -> None:
@@ -238,22 +482,81 @@ class Simulator:
             await self._client.aclose()
 
 
-def _outcome(status: int, code: str, text: str) -> web.Response:
+def _check_communication_request(body: Any) -> str | None:
+    """The checks the NHS App applies, with its wording; None if the request is valid."""
+    if not isinstance(body, dict) or body.get("resourceType") != "CommunicationRequest":
+        return "Invalid resource type"
+    try:
+        recipient = body["recipient"]
+        payload = body["payload"][0]["contentString"]
+    except (KeyError, IndexError, TypeError):
+        return "Missing recipient or payload"
+    if not isinstance(recipient, list) or len(recipient) != 1:
+        return "Exactly one recipient is required"
+    ident = (recipient[0] or {}).get("identifier") or {}
+    if ident.get("system") != NHS_NUMBER_SYSTEM or not is_valid_nhs_number(
+        str(ident.get("value", ""))
+    ):
+        return "Invalid NHS number"
+    if not isinstance(payload, str) or not payload.strip():
+        return "payload contentString is required"
+    if len(payload) > MAX_CONTENT:
+        return f"contentString must be {MAX_CONTENT} characters or fewer"
+    requester = ((body.get("requester") or {}).get("identifier") or {}).get("value", "")
+    if not isinstance(requester, str) or not (3 <= len(requester) <= 10):
+        return "Invalid requester ODS code"
+    return None
+
+
+def _communication(send: Send, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **body,
+        "id": send.id,
+        "identifier": [
+            {"system": COMMUNICATION_ID_SYSTEM, "value": send.id},
+            *(body.get("identifier") or []),
+        ],
+    }
+
+
+def _outcome(status: int, code: str, text: str, retry_after: float | None = None) -> web.Response:
+    headers = {"Retry-After": f"{max(0.001, retry_after):.3f}"} if retry_after is not None else None
     return web.json_response(
         {
             "resourceType": "OperationOutcome",
             "issue": [{"severity": "error", "code": code, "diagnostics": text}],
         },
         status=status,
+        headers=headers,
+        content_type="application/fhir+json",
+    )
+
+
+def _oauth_error(error: str, description: str) -> web.Response:
+    return web.json_response({"error": error, "error_description": description}, status=401)
+
+
+def _notify_error(
+    status: int, error: str, message: str, retry_after: float | None = None
+) -> web.Response:
+    headers = {"Retry-After": f"{max(0.001, retry_after):.3f}"} if retry_after is not None else None
+    return web.json_response(
+        {"status_code": status, "errors": [{"error": error, "message": message}]},
+        status=status,
+        headers=headers,
     )
 
 
 def build_app(sim: Simulator) -> web.Application:
     app = web.Application()
-    app.router.add_post(NHS_APP_PATH, sim.nhs_app)
-    app.router.add_post("/v2/notifications/{channel:sms|email}", sim.notify)
-    app.router.add_get(PATIENTS_REPORT, sim.patients)
+    app.router.add_post(TOKEN_PATH, sim.token)
+    app.router.add_post(NHS_APP_PREFIX + NHS_APP_PATH, sim.nhs_app)
+    app.router.add_get(NHS_APP_PREFIX + RECEIPTS_REPORT, sim.receipts_report)
+    app.router.add_get(NHS_APP_PREFIX + PATIENTS_REPORT, sim.patients_report)
+    app.router.add_post(SMS_PATH, sim.notify)
+    app.router.add_post(EMAIL_PATH, sim.notify)
     app.router.add_get("/_sim/sends", sim.list_sends)
+    app.router.add_post("/_sim/outage", sim.outage)
 
     async def _close(_: web.Application) -> None:
         await sim.close()

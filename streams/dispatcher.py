@@ -12,9 +12,9 @@ from typing import Any
 
 from appfirst import telemetry
 from appfirst.errors import ProviderRejected
+from appfirst.providers import factory
 from appfirst.providers.base import Outbound, Sender
 from appfirst.providers.callbacks import fallback_reference
-from appfirst.providers.gateway import Gateway
 from appfirst.streams.app import app, clock, settings, table
 from appfirst.streams.io import decode, encode, log, short_topic
 from appfirst.streams.topics import delivery_receipts, dispatcher_source
@@ -27,10 +27,7 @@ _sender: Sender | None = None
 def sender() -> Sender:
     global _sender
     if _sender is None:
-        base = settings.simulator_url if settings.providers == "simulator" else settings.live_url
-        _sender = Gateway(
-            nhs_app_url=base, notify_url=base, timeout=settings.provider_timeout_seconds
-        )
+        _sender = factory.gateway(settings)
     return _sender
 
 

@@ -1,5 +1,11 @@
 """Callback ingress on the worker's web port: provider receipts and patient responses in,
-contract events out. Every callback must carry the bearer token; compared in constant time.
+contract events out.
+
+Every callback must carry its provider's bearer token (compared in constant time), else 401.
+Duplicates and any order are harmless: the tracker and metrics keep the first of each kind
+of receipt per message, and the ingress itself keeps no state. The NHS App also requires
+mutual TLS on its real-time receipts; that is terminated by the ingress proxy in front of
+the worker (README, "Going live").
 """
 
 from __future__ import annotations
@@ -18,20 +24,23 @@ from appfirst.streams.io import encode
 from appfirst.streams.topics import delivery_receipts, read_receipts, responses
 from appfirst.topics.models import DeliveryReceipt, ReadReceipt, Response
 
-Inbound = DeliveryReceipt | ReadReceipt | Response
+Inbound = DeliveryReceipt | ReadReceipt | Response | None
 
-_TOKEN = f"Bearer {settings.callback_token.get_secret_value()}".encode()
+_TOKENS = {
+    provider: f"Bearer {secret.get_secret_value()}".encode()
+    for provider, secret in settings.callback_tokens().items()
+}
 
 
-def _authorised(request: web.Request) -> bool:
+def _authorised(request: web.Request, provider: str) -> bool:
     given = request.headers.get("Authorization", "").encode()
-    return hmac.compare_digest(given, _TOKEN)
+    return hmac.compare_digest(given, _TOKENS[provider])
 
 
 async def _ingest(
     view: web.View, request: web.Request, provider: str, parse: Callable[[dict[str, Any]], Inbound]
 ) -> web.Response:
-    if not _authorised(request):
+    if not _authorised(request, provider):
         telemetry.callbacks.labels(provider, "unauthorised").inc()
         return view.json({"error": "unauthorised"}, status=401)
     try:
@@ -40,6 +49,9 @@ async def _ingest(
     except (ValueError, DecodeError) as exc:
         telemetry.callbacks.labels(provider, "invalid").inc()
         return view.json({"error": str(getattr(exc, "reason", "invalid JSON"))}, status=400)
+    if event is None:
+        telemetry.callbacks.labels(provider, "ignored").inc()
+        return view.json({"status": "ignored"}, status=202)
     if isinstance(event, DeliveryReceipt):
         topic = delivery_receipts
     elif isinstance(event, ReadReceipt):

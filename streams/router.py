@@ -11,12 +11,11 @@ import asyncio
 import os
 from typing import Any
 
-import httpx
-
 from appfirst import telemetry
 from appfirst.codecs import Decoder
 from appfirst.errors import DecodeError
-from appfirst.providers.eligibility import EligibilityLookup, HttpEligibilityLookup
+from appfirst.providers import factory
+from appfirst.providers.eligibility import EligibilityLookup
 from appfirst.rules.routing import BodyTooLongForSms, check_sms_length, choose, route
 from appfirst.streams.app import app, clock, deadlines, settings, table
 from appfirst.streams.broadcast import BroadcastTable
@@ -138,9 +137,7 @@ _lookup: EligibilityLookup | None = None
 def eligibility_lookup() -> EligibilityLookup:
     global _lookup
     if _lookup is None:
-        base = settings.simulator_url if settings.providers == "simulator" else settings.live_url
-        client = httpx.AsyncClient(timeout=httpx.Timeout(settings.eligibility_timeout_seconds))
-        _lookup = HttpEligibilityLookup(client, base, timeout=settings.eligibility_timeout_seconds)
+        _lookup = factory.eligibility_lookup(settings)
     return _lookup
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 
 import click
 
@@ -82,13 +83,15 @@ def worker() -> None:
 def simulator(host: str, port: int, callback_url: str, scenario_path: str | None) -> None:
     """Run the provider simulator (NHS App, SMS and email) on loopback."""
     from appfirst.providers.scenario import Scenario
-    from appfirst.providers.simulator import Simulator, serve
+    from appfirst.providers.simulator import Credentials, Simulator, serve
     from appfirst.settings import get_settings
 
+    # It trusts the keys this environment's workers use, as the real services would
+    # after onboarding: the NHS App key pair, the Notify API key, the callback tokens.
     sim = Simulator(
         Scenario.load(scenario_path),
         callback_url.rstrip("/"),
-        get_settings().callback_token.get_secret_value(),
+        Credentials.from_settings(get_settings()),
     )
 
     async def _run() -> None:
@@ -102,6 +105,41 @@ def simulator(host: str, port: int, callback_url: str, scenario_path: str | None
         await runner.cleanup()
 
     asyncio.run(_run())
+
+
+@main.command("eligibility-sync")
+@click.argument("ods_codes", nargs=-1, required=True)
+def eligibility_sync(ods_codes: tuple[str, ...]) -> None:
+    """Copy the NHS App patients report of each practice (ODS code) into `eligibility`."""
+    from appfirst.jobs.eligibility_sync import sync
+    from appfirst.settings import get_settings
+
+    result = asyncio.run(sync(get_settings(), list(ods_codes)))
+    click.echo(
+        f"{result.practices} practices: {result.patients} NHS App users, "
+        f"{result.notifications_enabled} with notifications on"
+    )
+
+
+@main.command()
+@click.option(
+    "--day",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="The report day (UTC), YYYY-MM-DD; default yesterday.",
+)
+def reconcile(day: datetime | None) -> None:
+    """Fill in NHS App receipts whose real-time callback never came, from the daily report."""
+    from appfirst.jobs.reconcile import reconcile as run_reconcile
+    from appfirst.settings import get_settings
+
+    when = day.date() if day else (datetime.now(UTC) - timedelta(days=1)).date()
+    result = asyncio.run(run_reconcile(get_settings(), when))
+    filled = ", ".join(f"{k} {v}" for k, v in sorted(result.filled.items())) or "none"
+    click.echo(
+        f"{when}: {result.in_report} receipts in the report, {result.already_had} already "
+        f"received, filled in: {filled}"
+    )
 
 
 @main.command()

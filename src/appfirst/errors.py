@@ -5,8 +5,10 @@ AppfirstError
 │   └── UnknownSchemaError an Avro fingerprint or registry id we cannot resolve
 ├── RoutingError           a valid request no rule can serve (never expected)
 └── ProviderError          a provider call failed (provider, status)
-    ├── ProviderRejected   4xx: the request itself is wrong; do not retry
+    ├── ProviderRejected   4xx: the request itself is wrong; do not retry (code)
     └── ProviderUnavailable 429/5xx/transport: retry later (retry_after)
+        ├── Throttled      429: over a rate limit or quota (kind)
+        └── Unauthorised   401: credentials refused or expired; renew, then retry
 """
 
 from __future__ import annotations
@@ -39,7 +41,11 @@ class ProviderError(AppfirstError):
 
 
 class ProviderRejected(ProviderError):
-    pass
+    def __init__(
+        self, provider: str, message: str, *, status: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(provider, message, status=status)
+        self.code = code
 
 
 class ProviderUnavailable(ProviderError):
@@ -53,3 +59,15 @@ class ProviderUnavailable(ProviderError):
     ) -> None:
         super().__init__(provider, message, status=status)
         self.retry_after = retry_after
+
+
+class Throttled(ProviderUnavailable):
+    def __init__(
+        self, provider: str, message: str, *, kind: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(provider, message, status=429, retry_after=retry_after)
+        self.kind = kind
+
+
+class Unauthorised(ProviderUnavailable):
+    pass

@@ -43,8 +43,32 @@ class Settings(BaseSettings):
     metrics_publish_seconds: float = Field(default=2.0, gt=0)
     data_dir: str = "var/appfirst"
     simulator_url: str = "http://127.0.0.1:8900"
-    live_url: str = "https://api.service.nhs.uk"
+    # --- providers: what a live deployment must set (README "Going live") ----------------
+    nhs_app_url: str = Field(
+        default="https://api.service.nhs.uk/nhs-app", description="NHS App API base URL"
+    )
+    nhs_app_token_url: str = "https://api.service.nhs.uk/oauth2/token"  # noqa: S105
+    nhs_app_api_key: SecretStr = SecretStr("appfirst-sandbox-api-key")
+    nhs_app_key_id: str = Field(default="appfirst-sandbox-1", description="kid of the JWKS key")
+    nhs_app_private_key_path: str | None = Field(
+        default=None, description="PEM private key; unset with the simulator = a sandbox key"
+    )
+    nhs_app_campaign_id: str = "appfirst"
+    nhs_app_rate_per_second: float = Field(default=20, gt=0)
+    notify_url: str = "https://api.notifications.service.gov.uk"
+    notify_api_key: SecretStr = SecretStr(
+        "appfirst_sandbox-9d4a1f3e-0b7c-4e2a-9f55-3c1d2b6e8a70-5e8f2c1a-7d3b-4a96-8e0f-1b2c3d4e5f60"
+    )
+    notify_sms_template_id: str = "f1e2d3c4-b5a6-4978-8695-a4b3c2d1e0f9"
+    notify_email_template_id: str = "0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9"
+    notify_rate_per_minute: float = Field(default=3000, gt=0)
     callback_token: SecretStr = SecretStr("appfirst-dev-callback-token")
+    nhs_app_callback_token: SecretStr | None = Field(
+        default=None, description="unset = callback_token"
+    )
+    notify_callback_token: SecretStr | None = Field(
+        default=None, description="unset = callback_token"
+    )
     provider_timeout_seconds: float = Field(default=5.0, gt=0)
     eligibility_timeout_seconds: float = Field(
         default=0.25, gt=0, description="the most a cache miss may hold up routing"
@@ -67,6 +91,20 @@ class Settings(BaseSettings):
         if not value or any(h <= 0 for h in value):
             raise ValueError("metric horizons must be positive seconds")
         return tuple(sorted(set(value)))
+
+    def provider_urls(self) -> tuple[str, str, str]:
+        """(NHS App base, NHS App token endpoint, Notify base) for the providers in use."""
+        if self.providers == "simulator":
+            base = self.simulator_url.rstrip("/")
+            return base + "/nhs-app", base + "/oauth2/token", base
+        return self.nhs_app_url.rstrip("/"), self.nhs_app_token_url, self.notify_url.rstrip("/")
+
+    def callback_tokens(self) -> dict[str, SecretStr]:
+        return {
+            "nhs_app": self.nhs_app_callback_token or self.callback_token,
+            "notify": self.notify_callback_token or self.callback_token,
+            "responses": self.callback_token,
+        }
 
     def topic(self, name: str) -> str:
         """Full topic name for a contract topic name such as ``send-requests``."""

@@ -21,6 +21,7 @@ from appfirst.broker import EmbeddedBroker, free_port
 from appfirst.codecs.avro import AvroSingleObjectCodec
 from appfirst.codecs.json_codec import JsonCodec
 from appfirst.processes import kill, spawn, stop
+from appfirst.providers.auth import ensure_sandbox_key
 from appfirst.reader import read_until
 from appfirst.settings import settings_from_env
 from appfirst.topics.models import Event
@@ -32,6 +33,10 @@ pytestmark = pytest.mark.integration
 def broker() -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker() as running:
         yield running
+
+
+TEST_NHS_APP_RATE = 5000
+TEST_NOTIFY_RATE = 300_000
 
 
 class Stack:
@@ -48,8 +53,15 @@ class Stack:
             "APPFIRST_SWEEP_INTERVAL_SECONDS": "0.2",
             "APPFIRST_METRICS_PUBLISH_SECONDS": "0.5",
             "APPFIRST_LOG_LEVEL": "info",
+            # One sandbox key for every worker and the simulator of this stack.
+            "APPFIRST_NHS_APP_PRIVATE_KEY_PATH": str(tmp / "sandbox-nhs-app-key.pem"),
+            # Tests offer thousands of messages in seconds; the real limits (20/s, 3,000/min)
+            # are tested on their own (test_providers_http.py).
+            "APPFIRST_NHS_APP_RATE_PER_SECOND": str(TEST_NHS_APP_RATE),
+            "APPFIRST_NOTIFY_RATE_PER_MINUTE": str(TEST_NOTIFY_RATE),
             **overrides,
         }
+        ensure_sandbox_key(Path(self.env["APPFIRST_NHS_APP_PRIVATE_KEY_PATH"]))
         self.settings = settings_from_env(self.env)
         self.workers: list[tuple[subprocess.Popen[bytes], int, Path]] = []
         self.others: list[subprocess.Popen[bytes]] = []
@@ -78,7 +90,11 @@ class Stack:
         """The provider simulator as its own process, with this scenario; returns its URL."""
         port = free_port()
         path = self.tmp / f"scenario{port}.json"
-        path.write_text(json.dumps(scenario), encoding="utf-8")
+        limits = {
+            "nhs_app_rate_per_second": TEST_NHS_APP_RATE,
+            "notify_rate_per_minute": TEST_NOTIFY_RATE,
+        }
+        path.write_text(json.dumps({**limits, **scenario}), encoding="utf-8")
         callback = f"http://127.0.0.1:{self.callback_port}"
         proc = spawn(
             ["simulator", "--port", str(port), "--callback-url", callback, "--scenario", str(path)],
@@ -231,8 +247,8 @@ async def stack_factory(
     stacks: list[Stack] = []
 
     def make(**overrides: str) -> Stack:
-        stack = Stack(broker, tmp_path / f"s{len(stacks)}", **overrides)
         (tmp_path / f"s{len(stacks)}").mkdir()
+        stack = Stack(broker, tmp_path / f"s{len(stacks)}", **overrides)
         stacks.append(stack)
         return stack
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from appfirst.processes import kill
+from appfirst.providers.scenario import Scenario
 from appfirst.topics.models import DeadLetter, DeliveryReceipt, Dispatch, Eligibility, Reason
 
 from .factories import app_user, now, practice, request
@@ -178,13 +179,21 @@ async def test_a_cache_miss_asks_the_nhs_app_and_remembers(stack_factory: Any) -
     await stack.start_simulator(app_share=1.0, notifications_share=1.0, read_share=1.0)
     await stack.start_worker()
     await stack.publish("practice-settings", "APP01", practice("APP01"))
-    req = request("miss-1", ods_code="APP01")
+    # Registered at APP01 in the simulator's scenario (seed 7): in its patients report.
+    registered = Scenario().roster("APP01")[0]
+    req = request("miss-1", ods_code="APP01", patient={"nhs_number": registered})
+    stranger = request("miss-2", ods_code="APP01")  # not registered there: not in the report
     await stack.publish("send-requests", req.message_id, req)
+    await stack.publish("send-requests", stranger.message_id, stranger)
     records = await stack.read(
         ["dispatches", "eligibility"],
-        lambda rs: "miss-1" in _by_id(rs) and any(t == "eligibility" for t, _ in rs),
+        lambda rs: (
+            {"miss-1", "miss-2"} <= set(_by_id(rs)) and sum(t == "eligibility" for t, _ in rs) >= 2
+        ),
     )
     assert _by_id(records)["miss-1"].reason == "nhs_app_enabled"
-    learned = [e for t, e in records if t == "eligibility"]
-    assert learned[0].nhs_number == req.patient.nhs_number and learned[0].has_nhs_app
-    assert (await stack.sends())["lookups"] == 1
+    assert _by_id(records)["miss-2"].reason == "no_nhs_app"
+    learned = {e.nhs_number: e for t, e in records if t == "eligibility"}
+    assert learned[registered].has_nhs_app
+    assert not learned[stranger.patient.nhs_number].has_nhs_app
+    assert (await stack.sends())["lookups"] == 1  # one practice report for both misses

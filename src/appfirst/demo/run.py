@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 import tempfile
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,12 +23,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from appfirst.broker import EmbeddedBroker, free_port
 from appfirst.demo.summary import Tally, render
 from appfirst.demo.traffic import Pilot
+from appfirst.jobs.eligibility_sync import sync
+from appfirst.jobs.reconcile import reconcile
 from appfirst.processes import spawn, stop
+from appfirst.providers.auth import ensure_sandbox_key
 from appfirst.reader import TopicReader
 from appfirst.settings import Settings, settings_from_env
 
 TIME_SCALE = 120.0  # simulated seconds per real second
 HORIZONS = (30, 90)  # 1 and 3 simulated hours
+DEMO_NHS_APP_RATE = 200
+DEMO_NOTIFY_RATE = 30_000
 
 
 def demo_env(broker: str, web_port: int, sim_port: int, data_dir: str) -> dict[str, str]:
@@ -43,6 +50,11 @@ def demo_env(broker: str, web_port: int, sim_port: int, data_dir: str) -> dict[s
         "APPFIRST_METRICS_PUBLISH_SECONDS": "1",
         "APPFIRST_SESSION_TIMEOUT_SECONDS": "6",
         "APPFIRST_DATA_DIR": data_dir,
+        "APPFIRST_NHS_APP_PRIVATE_KEY_PATH": str(Path(data_dir) / "sandbox-nhs-app-key.pem"),
+        # A day squeezed into a minute sends faster than a real day: the sandbox limits and
+        # ours are raised together (the defaults, 20/s and 3,000/min, are the real ones).
+        "APPFIRST_NHS_APP_RATE_PER_SECOND": str(DEMO_NHS_APP_RATE),
+        "APPFIRST_NOTIFY_RATE_PER_MINUTE": str(DEMO_NOTIFY_RATE),
         "APPFIRST_LOG_LEVEL": "warning",
     }
 
@@ -60,11 +72,23 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
     workdir = Path(tempfile.mkdtemp(prefix="appfirst-demo-"))
     web_port, sim_port = free_port(), free_port()
     scenario = workdir / "scenario.json"
-    scenario.write_text(f'{{"seed": {seed}, "time_scale": {TIME_SCALE}}}', encoding="utf-8")
+    scenario.write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "time_scale": TIME_SCALE,
+                "nhs_app_rate_per_second": DEMO_NHS_APP_RATE,
+                "notify_rate_per_minute": DEMO_NOTIFY_RATE,
+                "callback_loss_share": 0.02,
+            }
+        ),
+        encoding="utf-8",
+    )
     procs: list[subprocess.Popen[bytes]] = []
     with EmbeddedBroker() as broker:
         env = demo_env(broker.url, web_port, sim_port, str(workdir / "data"))
         settings = settings_from_env(env)
+        ensure_sandbox_key(Path(env["APPFIRST_NHS_APP_PRIVATE_KEY_PATH"]))
         try:
             console.print(f"[bold]appfirst demo[/] broker {broker.url}, logs in {workdir}")
             procs.append(spawn(["worker"], env, workdir / "worker.log"))
@@ -84,8 +108,20 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
                 )
             )
             await _wait_http(f"http://127.0.0.1:{web_port}/readyz", 60)
+            await _wait_http(f"http://127.0.0.1:{sim_port}/_sim/sends", 30)
+            pilot = Pilot.make(seed)
+            synced = await sync(settings, [p.ods_code for p in pilot.practices])
+            console.print(
+                f"eligibility sync: {synced.practices} practices, {synced.patients} NHS App "
+                f"users ({synced.notifications_enabled} with notifications on)"
+            )
             tally = Tally()
-            await _drive(console, settings, Pilot.make(seed), messages, seconds, drain, tally)
+            await _drive(console, settings, pilot, messages, seconds, drain, tally)
+            fixed = await reconcile(settings, datetime.now(UTC).date())
+            console.print(
+                f"receipts reconciliation: {fixed.in_report} NHS App receipts in today's "
+                f"report, {sum(fixed.filled.values())} filled in whose callback never came"
+            )
             async with httpx.AsyncClient(timeout=5) as client:
                 sends = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/sends")).json()
             console.print(render(tally, sends, HORIZONS, TIME_SCALE))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from appfirst.codecs.avro import AvroSingleObjectCodec
 from appfirst.codecs.json_codec import JsonCodec
+from appfirst.providers.scenario import Scenario
 from appfirst.rules.contact import normalise_uk_mobile
 from appfirst.rules.nhs_number import check_digit
 from appfirst.topics.models import Eligibility, Event, Patient, PracticeSettings, SendRequest
@@ -62,6 +63,11 @@ class Pilot:
     practices: list[PracticeSettings]
     seed: int
 
+    @property
+    def scenario(self) -> Scenario:
+        """The simulator's scenario of the same seed: its practices' registered patients."""
+        return Scenario(seed=self.seed)
+
     @classmethod
     def make(cls, seed: int, per_arm: int = 6) -> Pilot:
         practices = []
@@ -98,27 +104,32 @@ class Pilot:
             batch: list[Record] = []
             if n % 500 == 250:
                 batch.append(Record("send-requests", f"bad-{n}", b"\x07not an event"))
-            patient_nhs = nhs_number(rng)
+            practice = rng.choice(self.practices)
             now = datetime.now(UTC)
-            roll = rng.random()
-            if roll < 0.93:  # the rest have no eligibility record: eligibility_unknown
+            if rng.random() < 0.02:
+                # Upstream knows of proxy-only access, which the patients report cannot say.
+                patient_nhs = nhs_number(rng)
                 elig = Eligibility(
                     nhs_number=patient_nhs,
-                    has_nhs_app=roll < 0.70,
-                    notifications_enabled=roll < 0.62,
-                    proxy_only=0.60 <= roll < 0.62,
+                    has_nhs_app=True,
+                    notifications_enabled=True,
+                    proxy_only=True,
                     checked_at=now,
                 )
                 batch.append(Record("eligibility", patient_nhs, _encode(elig, rng)))
-            request = self._request(n, rng, patient_nhs, now)
+            else:
+                # A registered patient: the eligibility sync and lookup know them.
+                patient_nhs = rng.choice(self.scenario.roster(practice.ods_code))
+            request = self._request(n, rng, practice, patient_nhs, now)
             value = _encode(request, rng)
             if n % 500 == 400:  # a corrupted NHS number: modulus-11 fails
                 value = value.replace(patient_nhs.encode(), _corrupt(patient_nhs).encode())
             batch.append(Record("send-requests", request.message_id, value))
             yield batch
 
-    def _request(self, n: int, rng: random.Random, nhs: str, now: datetime) -> SendRequest:
-        practice = rng.choice(self.practices)
+    def _request(
+        self, n: int, rng: random.Random, practice: PracticeSettings, nhs: str, now: datetime
+    ) -> SendRequest:
         batch = rng.random() < 0.2
         types, weights = (
             (BATCH_TYPES, BATCH_WEIGHTS) if batch else (INDIVIDUAL_TYPES, INDIVIDUAL_WEIGHTS)

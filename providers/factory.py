@@ -1,0 +1,78 @@
+"""Provider clients built from settings: the one place that knows which URLs, keys and
+limits belong together, for the simulator and for live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from appfirst.providers.auth import SignedJwtAuth, ensure_sandbox_key
+from appfirst.providers.eligibility import PracticeReportLookup
+from appfirst.providers.gateway import Gateway
+from appfirst.providers.nhsapp import NhsAppClient
+from appfirst.providers.notify import NotifyClient
+from appfirst.providers.reports import ReportsClient
+from appfirst.settings import Settings
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+def sandbox_key_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "sandbox" / "nhs-app-private-key.pem"
+
+
+def nhs_app_private_key(settings: Settings) -> bytes:
+    """The PEM key our JWTs are signed with. With the simulator and no key configured, a
+    sandbox key made on first use in the data directory (the simulator trusts it)."""
+    if settings.nhs_app_private_key_path:
+        return Path(settings.nhs_app_private_key_path).read_bytes()
+    if settings.providers == "simulator":
+        return ensure_sandbox_key(sandbox_key_path(settings))
+    raise ConfigurationError("APPFIRST_NHS_APP_PRIVATE_KEY_PATH is required with live providers")
+
+
+def nhs_app_auth(settings: Settings, http: httpx.AsyncClient) -> SignedJwtAuth:
+    _, token_url, _ = settings.provider_urls()
+    return SignedJwtAuth(
+        http,
+        token_url=token_url,
+        api_key=settings.nhs_app_api_key,
+        private_key_pem=nhs_app_private_key(settings),
+        key_id=settings.nhs_app_key_id,
+    )
+
+
+def gateway(settings: Settings) -> Gateway:
+    nhs_app_url, _, notify_url = settings.provider_urls()
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.provider_timeout_seconds),
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+    )
+    return Gateway(
+        http=http,
+        nhs_app=NhsAppClient(
+            http, nhs_app_url, settings.nhs_app_campaign_id, nhs_app_auth(settings, http)
+        ),
+        notify=NotifyClient(
+            http,
+            notify_url,
+            settings.notify_api_key,
+            sms_template_id=settings.notify_sms_template_id,
+            email_template_id=settings.notify_email_template_id,
+        ),
+        nhs_app_per_second=settings.nhs_app_rate_per_second,
+        notify_per_second=settings.notify_rate_per_minute / 60.0,
+    )
+
+
+def eligibility_lookup(settings: Settings) -> PracticeReportLookup:
+    return PracticeReportLookup(reports(settings), timeout=settings.eligibility_timeout_seconds)
+
+
+def reports(settings: Settings) -> ReportsClient:
+    nhs_app_url, _, _ = settings.provider_urls()
+    http = httpx.AsyncClient(timeout=httpx.Timeout(max(30.0, settings.provider_timeout_seconds)))
+    return ReportsClient(http, nhs_app_url, nhs_app_auth(settings, http))

@@ -1,0 +1,38 @@
+"""A token bucket per provider: the NHS App takes 20 requests a second, Notify 3,000 a
+minute. ``reserve`` is pure (time in, wait out); ``acquire`` sleeps for it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenBucket:
+    rate: float  # tokens per second
+    capacity: float  # the largest burst
+    tokens: float = field(init=False)
+    updated: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.capacity < 1:
+            raise ValueError("rate must be positive and capacity at least one")
+        self.tokens = self.capacity
+
+    def reserve(self, now: float) -> float:
+        """Take one token; return how long to wait before using it (0: at once).
+
+        Reservations queue: each caller is given its own slot, so concurrent callers never
+        exceed the rate together.
+        """
+        if self.updated is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    async def acquire(self) -> None:
+        wait = self.reserve(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
