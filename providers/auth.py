@@ -109,9 +109,11 @@ class SignedJwtAuth:
                     await self._fetch()
         return {"Authorization": f"Bearer {self._token}"}
 
-    def invalidate(self) -> None:
-        """The API said 401: the token was revoked or expired early; fetch a new one."""
-        self._token = None
+    def invalidate(self, header: str | None = None) -> None:
+        """The API said 401 to ``header``: that token was revoked or expired early. A token
+        fetched since by another caller is kept."""
+        if header is None or header == f"Bearer {self._token}":
+            self._token = None
 
     async def _fetch(self) -> None:
         now = self._clock()
@@ -127,7 +129,7 @@ class SignedJwtAuth:
                     "client_assertion": assertion,
                 },
             )
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise ProviderUnavailable("nhs_app_auth", type(exc).__name__) from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise ProviderUnavailable(
@@ -142,10 +144,14 @@ class SignedJwtAuth:
                 status=response.status_code,
                 retry_after=30.0,
             )
-        body = response.json()
-        # The API platform sends expires_in as a string ("599").
-        lifetime = float(body.get("expires_in", 0))
-        self._token = str(body["access_token"])
+        try:
+            body = response.json()
+            # The API platform sends expires_in as a string ("599").
+            lifetime = float(body.get("expires_in", 0))
+            token = str(body["access_token"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ProviderUnavailable("nhs_app_auth", "unreadable token response") from exc
+        self._token = token
         self._expires = now + max(0.0, lifetime - REFRESH_MARGIN)
         self.fetched += 1
 

@@ -11,6 +11,7 @@ on in the background so the next miss of that practice is answered.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from appfirst.errors import ProviderError
 from appfirst.providers.http import CircuitBreaker
 from appfirst.providers.reports import ReportsClient
 from appfirst.topics.models import Eligibility
+
+log = logging.getLogger("appfirst.providers")
 
 
 class EligibilityLookup(Protocol):
@@ -67,6 +70,9 @@ class PracticeReportLookup:
             try:
                 roster = await asyncio.wait_for(asyncio.shield(task), self._timeout)
             except (TimeoutError, ProviderError):
+                return None
+            except Exception:
+                log.exception("eligibility lookup failed")
                 return None
         notifications = roster.users.get(nhs_number)
         # Absent from the report: no NHS App account we can message.

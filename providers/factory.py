@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives import serialization
 
-from appfirst.providers.auth import SignedJwtAuth, ensure_sandbox_key
+from appfirst.errors import ProviderRejected
+from appfirst.providers.auth import SignedJwtAuth, ensure_sandbox_key, split_notify_key
 from appfirst.providers.eligibility import PracticeReportLookup
 from appfirst.providers.gateway import Gateway
 from appfirst.providers.nhsapp import NhsAppClient
@@ -32,6 +34,23 @@ def nhs_app_private_key(settings: Settings) -> bytes:
     if settings.providers == "simulator":
         return ensure_sandbox_key(sandbox_key_path(settings))
     raise ConfigurationError("APPFIRST_NHS_APP_PRIVATE_KEY_PATH is required with live providers")
+
+
+def check(settings: Settings) -> None:
+    """Refuse to start with provider credentials that cannot work, rather than fail (and
+    hold every message) at the first send."""
+    if settings.providers == "off":
+        return
+    try:
+        serialization.load_pem_private_key(nhs_app_private_key(settings), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"NHS App private key unusable: {type(exc).__name__}") from exc
+    try:
+        split_notify_key(settings.notify_api_key.get_secret_value())
+    except ProviderRejected as exc:
+        raise ConfigurationError(
+            "APPFIRST_NOTIFY_API_KEY is not {name}-{service}-{secret}"
+        ) from exc
 
 
 def nhs_app_auth(settings: Settings, http: httpx.AsyncClient) -> SignedJwtAuth:

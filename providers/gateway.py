@@ -6,6 +6,9 @@ its rate limit, and retries what can be retried.
   exponential backoff, or exactly ``Retry-After`` when the provider says.
 - A circuit per provider: after repeated failures callers stop calling and wait out a
   cooldown; one probe goes through, and its success closes the circuit for everyone.
+- A send that may have arrived (read timeout, dropped connection, 502/504) is never simply
+  resent: Notify is asked by reference first; the NHS App, which cannot be asked, is left
+  to its receipts and the fallback deadline (``SentUnconfirmed``).
 - It never gives up on a retriable failure: a message held back is late, a message dropped
   is lost. A ``ProviderRejected`` (the request itself is wrong) goes back to the caller.
 """
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 from appfirst import telemetry
-from appfirst.errors import ProviderRejected, ProviderUnavailable, Throttled
+from appfirst.errors import ProviderRejected, ProviderUnavailable, SentUnconfirmed, Throttled
 from appfirst.providers.base import Outbound
 from appfirst.providers.http import CircuitBreaker, backoff
 from appfirst.providers.nhsapp import NhsAppClient
@@ -88,6 +91,12 @@ class Gateway:
                 telemetry.provider_requests.labels(name, outcome).inc()
                 if not isinstance(exc, Throttled):
                     route.breaker.failure(time.monotonic())
+                if exc.ambiguous and name == "nhs_app":
+                    # No way to ask the NHS App what it has (no lookup by request-id):
+                    # resending could show the message twice. Receipts or the fallback
+                    # deadline settle it, and the fallback SMS is the safety net.
+                    telemetry.provider_requests.labels(name, "unconfirmed").inc()
+                    raise SentUnconfirmed(name, str(exc)) from exc
                 delay = exc.retry_after if exc.retry_after is not None else backoff(attempt)
                 log.warning(
                     "provider=%s %s (%s), retry %d in %.2fs reference=%s",

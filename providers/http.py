@@ -69,3 +69,24 @@ class CircuitBreaker:
         self.failures += 1
         if self.failures >= self.threshold:
             self.opened_at = now
+
+
+# Errors raised before the request could have reached the provider: safe to resend.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+AMBIGUOUS_STATUSES = frozenset({502, 504})
+
+
+def unavailable(provider: str, exc: httpx.HTTPError) -> ProviderUnavailable:
+    """A failed call as a retriable error, saying whether the provider may have acted."""
+    return ProviderUnavailable(
+        provider, type(exc).__name__, ambiguous=not isinstance(exc, NOT_SENT)
+    )
+
+
+def json_or_empty(response: httpx.Response) -> dict[str, object]:
+    """The body of a success. An unreadable body does not undo the send it confirms."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

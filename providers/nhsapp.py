@@ -14,7 +14,7 @@ import httpx
 from appfirst.errors import ProviderRejected, ProviderUnavailable, Throttled, Unauthorised
 from appfirst.providers.auth import SignedJwtAuth
 from appfirst.providers.base import Outbound
-from appfirst.providers.http import retry_after
+from appfirst.providers.http import AMBIGUOUS_STATUSES, json_or_empty, retry_after, unavailable
 
 PATH = "/communication/in-app/FHIR/R4/CommunicationRequest"
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
@@ -68,7 +68,7 @@ def outcome_code(response: httpx.Response) -> tuple[str, str]:
     try:
         issue = response.json()["issue"][0]
         return str(issue.get("code", "unknown")), str(issue.get("diagnostics", ""))
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "unknown", ""
 
 
@@ -101,7 +101,11 @@ def raise_for_outcome(provider: str, response: httpx.Response) -> None:
         raise Unauthorised(provider, f"HTTP 401 ({code})", status=401)
     if status >= 500 or status in (408, 425):
         raise ProviderUnavailable(
-            provider, f"HTTP {status}", status=status, retry_after=retry_after(response)
+            provider,
+            f"HTTP {status}",
+            status=status,
+            retry_after=retry_after(response),
+            ambiguous=status in AMBIGUOUS_STATUSES,
         )
     # 400 (invalid), 403 (forbidden: permissions not granted), 404, 413...
     raise ProviderRejected(provider, f"HTTP {status} ({code})", status=status, code=code)
@@ -121,15 +125,17 @@ class NhsAppClient:
     async def send(self, message: Outbound) -> str:
         if message.nhs_number is None:
             raise ProviderRejected(self.name, "no NHS number", code="invalid")
+        auth = await self._auth.headers()
+        token = auth["Authorization"]
         try:
             response = await self._client.post(
                 self._url,
                 json=communication_request(message, self._campaign),
-                headers={"X-Correlation-ID": message.reference, **await self._auth.headers()},
+                headers={"X-Correlation-ID": message.reference, **auth},
             )
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(self.name, type(exc).__name__) from exc
+        except httpx.HTTPError as exc:
+            raise unavailable(self.name, exc) from exc
         if response.status_code == 401:
-            self._auth.invalidate()
+            self._auth.invalidate(token)
         raise_for_outcome(self.name, response)
-        return identifier(response.json(), COMMUNICATION_ID_SYSTEMS) or ""
+        return identifier(json_or_empty(response), COMMUNICATION_ID_SYSTEMS) or ""

@@ -15,10 +15,11 @@ from pydantic import SecretStr
 from appfirst.errors import ProviderRejected, ProviderUnavailable, Throttled, Unauthorised
 from appfirst.providers.auth import notify_token
 from appfirst.providers.base import Outbound
-from appfirst.providers.http import retry_after
+from appfirst.providers.http import AMBIGUOUS_STATUSES, json_or_empty, retry_after, unavailable
 
 SMS_PATH = "/v2/notifications/sms"
 EMAIL_PATH = "/v2/notifications/email"
+LIST_PATH = "/v2/notifications"
 
 
 def notification(message: Outbound, template_id: str) -> tuple[str, dict[str, Any]]:
@@ -41,7 +42,7 @@ def notification(message: Outbound, template_id: str) -> tuple[str, dict[str, An
 def error_name(response: httpx.Response) -> str:
     try:
         return str(response.json()["errors"][0]["error"])
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return "unknown"
 
 
@@ -60,7 +61,11 @@ def raise_for_notify(response: httpx.Response) -> None:
         raise Unauthorised("notify", f"HTTP {status} ({name})", status=status, retry_after=30.0)
     if status >= 500 or status in (408, 425):
         raise ProviderUnavailable(
-            "notify", f"HTTP {status}", status=status, retry_after=retry_after(response)
+            "notify",
+            f"HTTP {status}",
+            status=status,
+            retry_after=retry_after(response),
+            ambiguous=status in AMBIGUOUS_STATUSES,
         )
     raise ProviderRejected("notify", f"HTTP {status} ({name})", status=status, code=name)
 
@@ -81,13 +86,44 @@ class NotifyClient:
         self._base = base_url.rstrip("/")
         self._key = api_key
         self._templates = {"sms": sms_template_id, "email": email_template_id}
+        self._uncertain: set[str] = set()  # references whose last send may have arrived
 
     async def send(self, message: Outbound) -> str:
         path, body = notification(message, self._templates.get(message.channel, ""))
-        headers = {"Authorization": f"Bearer {notify_token(self._key, time.time())}"}
+        if message.reference in self._uncertain:
+            # The last try may have reached Notify: ask before sending again.
+            found = await self.find(message.reference)
+            if found is not None:
+                self._uncertain.discard(message.reference)
+                return found
         try:
-            response = await self._client.post(self._base + path, json=body, headers=headers)
-        except httpx.TransportError as exc:
+            response = await self._client.post(
+                self._base + path, json=body, headers=self._headers()
+            )
+        except httpx.HTTPError as exc:
+            error = unavailable(self.name, exc)
+            if error.ambiguous:
+                self._uncertain.add(message.reference)
+            raise error from exc
+        if response.status_code in AMBIGUOUS_STATUSES:
+            self._uncertain.add(message.reference)
+        raise_for_notify(response)
+        self._uncertain.discard(message.reference)
+        return str(json_or_empty(response).get("id", ""))
+
+    async def find(self, reference: str) -> str | None:
+        """The id of a notification we sent with this reference, if Notify has one."""
+        try:
+            response = await self._client.get(
+                self._base + LIST_PATH, params={"reference": reference}, headers=self._headers()
+            )
+        except httpx.HTTPError as exc:
             raise ProviderUnavailable(self.name, type(exc).__name__) from exc
         raise_for_notify(response)
-        return str(response.json().get("id", ""))
+        for item in json_or_empty(response).get("notifications") or []:  # type: ignore[attr-defined]
+            if isinstance(item, dict) and item.get("reference") == reference and item.get("id"):
+                return str(item["id"])
+        return None
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {notify_token(self._key, time.time())}"}

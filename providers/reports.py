@@ -42,12 +42,15 @@ class ReportsClient:
                 response = await self._client.get(
                     self._base + path, params=query, headers=await self._auth.headers()
                 )
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 raise ProviderUnavailable(self.name, type(exc).__name__) from exc
             if response.status_code == 401:
                 self._auth.invalidate()
             raise_for_outcome(self.name, response)
-            body = response.json()
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise ProviderUnavailable(self.name, "unreadable report page") from exc
             yield body
             if not _has_next(response, body):
                 return

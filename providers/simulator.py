@@ -47,7 +47,7 @@ from appfirst.providers.nhsapp import (
 from appfirst.providers.nhsapp import (
     PATH as NHS_APP_PATH,
 )
-from appfirst.providers.notify import EMAIL_PATH, SMS_PATH
+from appfirst.providers.notify import EMAIL_PATH, LIST_PATH, SMS_PATH
 from appfirst.providers.reports import PATIENTS_REPORT, RECEIPTS_REPORT
 from appfirst.providers.scenario import RESPONDING_TYPES, Scenario
 from appfirst.rules.nhs_number import is_valid_nhs_number
@@ -68,12 +68,12 @@ def _iso(ts: float) -> str:
 class Credentials:
     """What the sandbox trusts, as a real service would after onboarding."""
 
-    nhs_app_api_key: str
+    nhs_app_api_key: str = field(repr=False)
     nhs_app_key_id: str
-    nhs_app_public_key: Any
+    nhs_app_public_key: Any = field(repr=False)
     notify_service_id: str
-    notify_secret: str
-    callback_tokens: dict[str, str]
+    notify_secret: str = field(repr=False)
+    callback_tokens: dict[str, str] = field(repr=False)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Credentials:
@@ -132,6 +132,8 @@ class Simulator:
     responded: set[str] = field(default_factory=set)
     outage_until: float = 0.0
     outage_status: int = 503
+    stalls: int = 0  # the next N sends are accepted but answered after stall_seconds
+    stall_seconds: float = 0.0
     _tokens: dict[str, float] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _client: httpx.AsyncClient | None = None
@@ -219,7 +221,16 @@ class Simulator:
         message_type = str(((body.get("category") or [{}])[0] or {}).get("text", "sms"))
         send = self._record("nhs_app", reference, message_type)
         self._live(send, nhs_number)
+        stall = self._stall()
+        if stall:
+            await asyncio.sleep(stall)  # accepted, but the answer comes too late
         return web.json_response(_communication(send, body), status=201)
+
+    def _stall(self) -> float:
+        if self.stalls <= 0:
+            return 0.0
+        self.stalls -= 1
+        return self.stall_seconds
 
     def _repeat(self, known: Send, body: dict[str, Any]) -> web.Response:
         self.counts["duplicates"] += 1
@@ -286,6 +297,8 @@ class Simulator:
             return _notify_error(self.outage_status, "Exception", "Internal server error")
         header = request.headers.get("Authorization", "")
         try:
+            if not header.startswith("Bearer "):
+                raise AuthError("Unauthorized: authentication token must be provided")
             verify_notify_token(
                 header.removeprefix("Bearer "),
                 service_id=self.credentials.notify_service_id,
@@ -318,6 +331,7 @@ class Simulator:
             return _notify_error(400, "ValidationError", f"{missing[0]} is a required property")
         reference = body.get("reference") or str(uuid.uuid4())
         known = self.sends.get(reference)
+        stall = self._stall()
         if known is None:
             message_type = (body.get("personalisation") or {}).get("message_type", "sms")
             known = self._record(channel, reference, message_type)
@@ -327,6 +341,8 @@ class Simulator:
             self.counts["duplicates"] += 1
             known.calls += 1
             status = 201
+        if stall:
+            await asyncio.sleep(stall)  # accepted, but the answer comes too late
         return web.json_response(
             {
                 "id": known.id,
@@ -357,6 +373,22 @@ class Simulator:
                 for ref, s in self.sends.items()
             }
         return web.json_response(payload)
+
+    async def find_notifications(self, request: web.Request) -> web.Response:
+        """Notify's ``GET /v2/notifications?reference=``: what we sent under a reference."""
+        reference = request.query.get("reference")
+        found = [
+            {"id": s.id, "reference": s.reference, "type": s.channel, "status": "created"}
+            for s in self.sends.values()
+            if s.channel != "nhs_app" and (reference is None or s.reference == reference)
+        ]
+        return web.json_response({"notifications": found, "links": {}})
+
+    async def stall(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.stalls = int(body.get("count", 1))
+        self.stall_seconds = float(body.get("seconds", 10))
+        return web.json_response({"stalls": self.stalls})
 
     async def outage(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -556,7 +588,9 @@ def build_app(sim: Simulator) -> web.Application:
     app.router.add_post(SMS_PATH, sim.notify)
     app.router.add_post(EMAIL_PATH, sim.notify)
     app.router.add_get("/_sim/sends", sim.list_sends)
+    app.router.add_get(LIST_PATH, sim.find_notifications)
     app.router.add_post("/_sim/outage", sim.outage)
+    app.router.add_post("/_sim/stall", sim.stall)
 
     async def _close(_: web.Application) -> None:
         await sim.close()

@@ -8,10 +8,11 @@ falls back (NHS App) and the practice sees the failure (SMS, email).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from appfirst import telemetry
-from appfirst.errors import ProviderRejected
+from appfirst.errors import ProviderRejected, SentUnconfirmed
 from appfirst.providers import factory
 from appfirst.providers.base import Outbound, Sender
 from appfirst.providers.callbacks import fallback_reference
@@ -88,6 +89,15 @@ async def dispatch(stream: Any) -> None:
             ledger[out.reference] = {"rejected": exc.status}
             await _failure_receipt(out)
             continue
+        except SentUnconfirmed:
+            log.warning("send unconfirmed, not resent reference=%s", out.reference)
+            ledger[out.reference] = {"unconfirmed": True}
+            continue
+        except Exception:
+            # Faust would count the event as processed; a message must never be dropped.
+            # Crash-only: exit before the offset is committed; it is re-read on restart.
+            log.exception("unexpected error sending reference=%s; exiting", out.reference)
+            os._exit(70)
         ledger[out.reference] = {"provider_id": provider_id}
 
 

@@ -24,7 +24,9 @@ def run() -> None:
     import faust
 
     from appfirst.admin import ensure_topics
+    from appfirst.providers import factory
 
+    factory.check(settings)  # bad provider credentials stop the worker here, not per send
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
     loop = None

@@ -9,6 +9,7 @@ AppfirstError
     └── ProviderUnavailable 429/5xx/transport: retry later (retry_after)
         ├── Throttled      429: over a rate limit or quota (kind)
         └── Unauthorised   401: credentials refused or expired; renew, then retry
+    SentUnconfirmed        the provider may or may not have the message; never resend
 """
 
 from __future__ import annotations
@@ -56,9 +57,13 @@ class ProviderUnavailable(ProviderError):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(provider, message, status=status)
         self.retry_after = retry_after
+        # The request may have reached the provider and been acted on (a read timeout, a
+        # dropped connection, a 502/504): resending could send the message twice.
+        self.ambiguous = ambiguous
 
 
 class Throttled(ProviderUnavailable):
@@ -71,3 +76,8 @@ class Throttled(ProviderUnavailable):
 
 class Unauthorised(ProviderUnavailable):
     pass
+
+
+class SentUnconfirmed(ProviderError):
+    """An NHS App send whose outcome is unknown. It is not resent (that could show the
+    patient the message twice); its receipts or its fallback deadline settle it."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -76,6 +76,25 @@ class Settings(BaseSettings):
     likely_to_fail_days: float = Field(default=90, gt=0)
     number_hash_key: SecretStr = SecretStr("appfirst-dev-number-key")
     log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _no_sandbox_secrets_live(self) -> Settings:
+        """Live providers with a sandbox secret would accept forged receipts (the sandbox
+        callback token is public) or fail every send: refuse to start instead."""
+        if self.providers != "live":
+            return self
+        defaults = type(self).model_fields
+        unset = [
+            name
+            for name in ("callback_token", "nhs_app_api_key", "notify_api_key", "number_hash_key")
+            if getattr(self, name) == defaults[name].default
+        ]
+        if self.nhs_app_private_key_path is None:
+            unset.append("nhs_app_private_key_path")
+        if unset:
+            names = ", ".join(f"APPFIRST_{n.upper()}" for n in unset)
+            raise ValueError(f"live providers need real values for: {names}")
+        return self
 
     @field_validator("metric_horizons", mode="before")
     @classmethod

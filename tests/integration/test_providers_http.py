@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from appfirst.broker import free_port
-from appfirst.errors import ProviderUnavailable, Unauthorised
+from appfirst.errors import ProviderUnavailable, SentUnconfirmed, Unauthorised
 from appfirst.providers import factory
 from appfirst.providers.auth import ensure_sandbox_key, generate_private_key_pem
 from appfirst.providers.base import Outbound
@@ -318,3 +318,61 @@ async def test_the_receipts_report_lists_the_days_tasks(start: Start) -> None:
         await reports.aclose()
     assert len(tasks) == len(sim.tasks) >= 20  # at least Delivered and one more each
     assert {t["id"] for t in tasks} == {t["id"] for t in sim.tasks}
+
+
+async def test_an_sms_whose_answer_was_lost_is_found_not_resent(start: Start) -> None:
+    """Notify accepted the SMS but its answer came after our timeout: the retry asks Notify
+    by reference, finds it, and sends nothing more."""
+    sim, settings = await start({"APPFIRST_PROVIDER_TIMEOUT_SECONDS": "0.3"})
+    sim.stalls, sim.stall_seconds = 1, 1.0
+    gateway = factory.gateway(settings)
+    try:
+        provider_id = await gateway.send(sms_message(1))
+    finally:
+        await gateway.aclose()
+    assert sim.sends["s-1"].calls == 1
+    assert provider_id == sim.sends["s-1"].id
+
+
+async def test_an_nhs_app_send_whose_answer_was_lost_is_not_resent(start: Start) -> None:
+    sim, settings = await start({"APPFIRST_PROVIDER_TIMEOUT_SECONDS": "0.3"})
+    sim.stalls, sim.stall_seconds = 1, 1.0
+    gateway = factory.gateway(settings)
+    try:
+        with pytest.raises(SentUnconfirmed):
+            await gateway.send(app_message(1))
+        await asyncio.sleep(1.0)
+    finally:
+        await gateway.aclose()
+    assert sim.sends["m-1"].calls == 1
+
+
+async def test_a_connection_refused_is_resent_safely(tmp_path: Path) -> None:
+    """Nothing reached the provider: retrying is safe, and happens until it is up."""
+    key = tmp_path / "k.pem"
+    ensure_sandbox_key(key)
+    port = free_port()
+    env = {
+        "APPFIRST_PROVIDERS": "simulator",
+        "APPFIRST_SIMULATOR_URL": f"http://127.0.0.1:{port}",
+        "APPFIRST_NHS_APP_PRIVATE_KEY_PATH": str(key),
+    }
+    settings = settings_from_env(env)
+    gateway = factory.gateway(settings)
+    sending = asyncio.create_task(gateway.send(sms_message(2)))
+    await asyncio.sleep(1.0)  # refused for a second
+    sim = Simulator(
+        Scenario(send_callbacks=False), "http://127.0.0.1:1", Credentials.from_settings(settings)
+    )
+    runner = await serve(sim, "127.0.0.1", port)
+    try:
+        await asyncio.wait_for(sending, 30)
+    finally:
+        await gateway.aclose()
+        await runner.cleanup()
+    assert sim.sends["s-2"].calls == 1
+
+
+def test_live_providers_refuse_sandbox_secrets() -> None:
+    with pytest.raises(ValueError, match="APPFIRST_CALLBACK_TOKEN"):
+        settings_from_env({"APPFIRST_PROVIDERS": "live"})

@@ -3,6 +3,7 @@ a topic already holds."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -20,17 +21,19 @@ async def publish(settings: Settings, topic: str, events: Iterable[tuple[str, Ev
     """Send (key, event) pairs to a contract topic and wait until all are acknowledged."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
     await producer.start()
-    sent = 0
     encoders: dict[type[Event], Encoder[Event]] = {}
+    pending = []
     try:
         for key, event in events:
             enc = encoders.setdefault(type(event), Encoder(type(event), settings.codec))
-            await producer.send(settings.topic(topic), enc.encode(event), key=key.encode())
-            sent += 1
-        await producer.flush()
+            pending.append(
+                await producer.send(settings.topic(topic), enc.encode(event), key=key.encode())
+            )
+        # Each write's own result: a failed one raises here, not silently in flush().
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return sent
+    return len(pending)
 
 
 async def read_all(settings: Settings, topic: str, model: type[E], since_ms: int | None) -> list[E]:
