@@ -202,6 +202,17 @@ class PilotMetric(Event):
     p_value: float | None = None
     method: str | None = None
     day: date | None = None
+    # comparison, added in schema v2 (optional: v1 records still read)
+    naive_ci_low: float | None = None
+    naive_ci_high: float | None = None
+    naive_p_value: float | None = None
+    icc: float | None = None
+    design_effect: float | None = None
+    srm_p_value: float | None = None
+    treatment_practices: int | None = None
+    control_practices: int | None = None
+    treatment_sent: int | None = None
+    control_sent: int | None = None
     updated_at: Timestamp
 
     @model_validator(mode="after")

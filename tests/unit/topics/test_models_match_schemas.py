@@ -20,6 +20,7 @@ from appfirst.topics import models
 from appfirst.topics.catalogue import BY_NAME, CATALOGUE
 from appfirst.topics.schemas import (
     EVENT_MODELS,
+    history_for,
     schema_file_name,
     schema_for,
     schemas_by_fingerprint,
@@ -233,7 +234,8 @@ def test_every_schema_file_belongs_to_a_model() -> None:
 
 def test_fingerprints_are_distinct_and_indexed() -> None:
     index = schemas_by_fingerprint()
-    assert len(index) == len(EVENT_MODELS)
+    versions = sum(1 + len(history_for(m)) for m in EVENT_MODELS)
+    assert len(index) == versions  # no two versions share a fingerprint
     for model in EVENT_MODELS:
         fp = schema_for(model).fingerprint
         assert len(fp) == 8
@@ -296,3 +298,31 @@ def test_catalogue_names_are_unique_and_cover_every_event_model() -> None:
     names = [s.name for s in CATALOGUE]
     assert len(names) == len(set(names))
     assert {s.model for s in CATALOGUE} == set(EVENT_MODELS)
+
+
+def test_a_record_written_with_an_earlier_schema_still_reads() -> None:
+    """PilotMetric v1 (before the comparison's detail fields) decodes with v2."""
+    from datetime import UTC, datetime
+    from io import BytesIO
+
+    from fastavro import schemaless_writer
+
+    from appfirst.codecs.avro import MAGIC, AvroSingleObjectCodec
+
+    (old,) = history_for(models.PilotMetric)
+    assert old.fingerprint != schema_for(models.PilotMetric).fingerprint
+    record = {f["name"]: None for f in old.raw["fields"]}
+    record |= {
+        "kind": "comparison",
+        "key": "comparison|all|3600",
+        "message_type": "all",
+        "horizon_seconds": 3600,
+        "method": "practice_level_welch_t",
+        "difference": -0.05,
+        "updated_at": datetime(2026, 11, 21, tzinfo=UTC),
+    }
+    buf = BytesIO()
+    schemaless_writer(buf, old.parsed, record)
+    data = MAGIC + old.fingerprint + buf.getvalue()
+    decoded = AvroSingleObjectCodec(models.PilotMetric).decode(data)
+    assert decoded.difference == -0.05 and decoded.icc is None
