@@ -35,6 +35,7 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield running
 
 
+EXIT_CRASH_ONLY = 70  # a worker that cannot go on safely exits with this (streams/router.py)
 TEST_NHS_APP_RATE = 5000
 TEST_NOTIFY_RATE = 300_000
 
@@ -68,6 +69,8 @@ class Stack:
         # The first worker's web port: where the simulator posts its callbacks.
         self.callback_port = free_port()
         self._producer: AIOKafkaProducer | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self.self_exits = 0
 
     async def start_worker(self, **extra: str) -> tuple[subprocess.Popen[bytes], int]:
         if not self.workers:
@@ -84,6 +87,8 @@ class Stack:
         proc = spawn(["worker"], env, log)
         self.workers.append((proc, port, log))
         await self.wait_ready(port, proc, log)
+        if self._supervisor is None:
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
         return proc, port
 
     async def start_simulator(self, **scenario: object) -> str:
@@ -213,7 +218,7 @@ class Stack:
     async def restart_worker(self, n: int) -> None:
         old, port, log = self.workers[n]
         if old.poll() is None:
-            raise RuntimeError("worker still running")
+            return  # the supervisor restarted it already
         env = {
             **self.env,
             "APPFIRST_WEB_PORT": str(port),
@@ -228,7 +233,21 @@ class Stack:
     ) -> list[tuple[str, Event]]:
         return await read_until(self.settings, names, done, timeout)
 
+    async def _supervise(self) -> None:
+        """What production's supervisor (compose ``restart``, Kubernetes) does: a worker
+        that exits on its own, crash-only (code 70), is started again."""
+        while True:
+            await asyncio.sleep(0.5)
+            for n, (proc, _, log) in enumerate(self.workers):
+                if proc.poll() == EXIT_CRASH_ONLY:
+                    self.self_exits += 1
+                    with log.open("a") as f:
+                        f.write("\n[test supervisor] worker exited 70; restarting\n")
+                    await self.restart_worker(n)
+
     async def close(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
         if self._producer is not None:
             await self._producer.stop()
         for proc, _, _ in self.workers:

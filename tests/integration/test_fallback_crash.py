@@ -115,7 +115,8 @@ async def _where_stuck(stack: Any, missing: set[str]) -> str:
     return (
         f"{len(missing)} undispatched after 120 s; re-keyed: "
         f"{len(missing & repartitioned)}; routed (changelog keys): {len(missing & routed)}; "
-        f"dispatched within 30 s more: {len(arrived_late)}; e.g. {sorted(missing)[:3]}"
+        f"dispatched within 30 s more: {len(arrived_late)}; "
+        f"workers that exited crash-only: {stack.self_exits}; e.g. {sorted(missing)[:3]}"
     )
 
 
