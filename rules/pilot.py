@@ -24,9 +24,14 @@ class Fact:
     message_type: str
     dispatched_at: float  # epoch seconds
     delay: float = 0.0  # seconds from dispatch to the fact
+    ods_code: str = "-"  # the practice: the unit the pilot randomised
 
     def aggregate_keys(self) -> tuple[str, str]:
-        return f"{self.arm}|{self.message_type}", f"{self.arm}|all"
+        """Counts are kept per arm, message type (and ``all``) and practice."""
+        return (
+            f"{self.arm}|{self.message_type}|{self.ods_code}",
+            f"{self.arm}|all|{self.ods_code}",
+        )
 
 
 def bucket_width(horizons: tuple[int, ...]) -> int:
@@ -130,28 +135,30 @@ def epoch(ts: datetime) -> float:
 
 
 def message_facts(
-    state: dict[str, Any], kind: FactKind, at: float, sent_as: tuple[str, str] | None = None
+    state: dict[str, Any], kind: FactKind, at: float, sent_as: tuple[str, ...] | None = None
 ) -> list[Fact]:
     """Update one message's record (in place) with an observation; return the new facts.
 
-    ``state`` holds ``"d": [arm, message_type, dispatched_at]`` once the dispatch is seen and
+    ``sent_as`` is (arm, message_type, ods_code) for a dispatch. ``state`` holds
+    ``"d": [arm, message_type, dispatched_at, ods_code]`` once the dispatch is seen and
     the time of the first read, fallback and response. Each fact is produced once, whatever
     the order and however often the observations arrive.
     """
     if kind == "sent":
         if state.get("d") is not None or sent_as is None:
             return []
-        arm, message_type = sent_as
-        state["d"] = [arm, message_type, at]
-        facts = [Fact("sent", arm, message_type, at)]
+        arm, message_type = sent_as[0], sent_as[1]
+        ods = sent_as[2] if len(sent_as) > 2 else "-"
+        state["d"] = [arm, message_type, at, ods]
+        facts = [Fact("sent", arm, message_type, at, 0.0, ods)]
         for early in COUNTED:  # observations that came before their dispatch count now
             if early in state:
-                facts.append(Fact(early, arm, message_type, at, state[early] - at))
+                facts.append(Fact(early, arm, message_type, at, state[early] - at, ods))
         return facts
     if kind in state:
         return []  # the first read, fallback or response is the one that counts
     state[kind] = at
     if state.get("d") is None:
         return []
-    arm, message_type, sent_at = state["d"]
-    return [Fact(kind, arm, message_type, sent_at, at - sent_at)]
+    arm, message_type, sent_at, *rest = state["d"]  # records before practices were kept: 3
+    return [Fact(kind, arm, message_type, sent_at, at - sent_at, rest[0] if rest else "-")]

@@ -1,26 +1,38 @@
-"""Metrics: pilot statistics per arm and message type onto ``pilot-metrics``.
+"""Metrics: the pilot's statistics onto ``pilot-metrics``, in three stages.
 
-``join_facts`` sees every event of a message (keyed by message_id) and turns it into facts
-(sent, read, fallback, responded, each once); facts are re-keyed by arm and message type
-onto an internal topic where ``aggregate`` keeps ``ArmStats``. A timer publishes the
-matured counts of the keys this worker owns, when they change.
+1. ``join_facts`` sees every event of a message (keyed by message_id) and turns it into
+   facts (sent, read, fallback, responded, each once), re-keyed by arm, message type and
+   practice onto ``metric-facts``.
+2. ``aggregate`` keeps ``ArmStats`` per arm, message type and practice. A timer sends the
+   matured counts of each practice it owns, when they change, to ``practice-stats`` keyed
+   by message type, so that one place sees every practice of a message type.
+3. ``collect`` keeps the latest counts of every practice per message type; a timer
+   publishes ``arm_rate`` (summed over practices) and ``comparison`` (practices as the unit,
+   ``rules/stats.py``) records when they change.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any
 
-from appfirst.rules.pilot import ArmStats, Fact, FactKind, epoch, message_facts
+from appfirst.rules.pilot import ArmStats, Counts, Fact, FactKind, epoch, message_facts
+from appfirst.rules.stats import Comparison, Practice, compare
 from appfirst.streams.app import app, clock, settings, table
 from appfirst.streams.io import decode, encode, short_topic
-from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics
+from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics, practice_stats
 from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
 
-# message_id -> {"d": [arm, type, dispatched_at] or None, "read"/"fallback"/"responded": t}
+ARMS: tuple[Arm, ...] = ("treatment", "control")
+
+# message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t}
 message_table = table("metric-messages")
+# arm|type|ods -> {"partition": p, "stats": ArmStats JSON}
 stats_table = table("arm-stats")
-_published: dict[str, tuple[int, int, int, int]] = {}
+# type -> {"partition": p, "practices": {arm|ods: {horizon: [sent, responded, read, fb]}}}
+practice_table = table("practice-summaries")
+_sent_snapshots: dict[str, str] = {}
+_published: dict[str, Any] = {}
 
 
 async def _emit(fact: Fact) -> None:
@@ -29,15 +41,16 @@ async def _emit(fact: Fact) -> None:
         await metric_facts.send(key=key.encode(), value=payload)
 
 
-async def _observe(event: Any) -> tuple[str, FactKind, float, tuple[str, str] | None] | None:
-    """(message_id, kind, when, (arm, message_type) for a dispatch) or None to skip."""
+async def _observe(event: Any) -> tuple[str, FactKind, float, tuple[str, ...] | None] | None:
+    """(message_id, kind, when, (arm, type, ods) for a dispatch) or None to skip."""
     topic = short_topic(event.message.topic)
     if topic == "dispatches":
         d = await decode(event, Dispatch, "metrics")
         # The pilot counts messages that were sent, by practices in an arm.
         if d is None or d.arm is None or d.channel == "none":
             return None
-        return d.message_id, "sent", epoch(d.dispatched_at), (d.arm, d.message_type)
+        sent_as = (d.arm, d.message_type, d.ods_code)
+        return d.message_id, "sent", epoch(d.dispatched_at), sent_as
     if topic == "read-receipts":
         r = await decode(event, ReadReceipt, "metrics")
         return None if r is None else (r.message_id, "read", epoch(r.read_at), None)
@@ -79,35 +92,143 @@ async def aggregate(stream: Any) -> None:
         stats_table[key] = {"partition": event.message.partition, "stats": stats.to_json()}
 
 
+def _owned(topic: str) -> set[int]:
+    name = settings.topic(topic)
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
+
+
+@app.timer(interval=settings.metrics_publish_seconds)  # type: ignore[untyped-decorator]
+async def snapshot_practices() -> None:
+    """Each owned practice's matured counts, to the message type's collector."""
+    if app.rebalancing:
+        return
+    owned = _owned("metric-facts")
+    now = clock.now().timestamp()
+    for key, raw in list(stats_table.items()):
+        if raw["partition"] not in owned:
+            continue
+        arm, message_type, ods = key.split("|", 2)
+        stats = ArmStats.from_json(raw["stats"], settings.metric_horizons)
+        counts = {
+            str(h): [c.sent, c.responded, c.read, c.fallbacks]
+            for h, c in stats.snapshot(now).items()
+        }
+        value = json.dumps({"arm": arm, "ods": ods, "counts": counts}, sort_keys=True)
+        if _sent_snapshots.get(key) == value:
+            continue
+        await practice_stats.send(key=message_type.encode(), value=value.encode())
+        _sent_snapshots[key] = value
+
+
+@app.agent(practice_stats)
+async def collect(stream: Any) -> None:
+    async for event in stream.events():
+        message_type = event.message.key.decode()
+        snapshot = json.loads(event.message.value)
+        current = dict(practice_table.get(message_type) or {"practices": {}})
+        practices = dict(current["practices"])
+        practices[f"{snapshot['arm']}|{snapshot['ods']}"] = snapshot["counts"]
+        practice_table[message_type] = {
+            "partition": event.message.partition,
+            "practices": practices,
+        }
+
+
+def arm_totals(practices: dict[str, Any], horizon: int) -> dict[str, Counts]:
+    totals: dict[str, Counts] = {arm: Counts() for arm in ARMS}
+    for practice, by_horizon in practices.items():
+        arm = practice.split("|", 1)[0]
+        sent, responded, read, fallbacks = by_horizon.get(str(horizon), [0, 0, 0, 0])
+        t = totals.setdefault(arm, Counts())
+        t.sent += sent
+        t.responded += responded
+        t.read += read
+        t.fallbacks += fallbacks
+    return totals
+
+
+def practice_rows(practices: dict[str, Any], horizon: int) -> list[Practice]:
+    rows = []
+    for practice, by_horizon in practices.items():
+        arm = practice.split("|", 1)[0]
+        if arm not in ARMS:
+            continue
+        sent, responded, _, _ = by_horizon.get(str(horizon), [0, 0, 0, 0])
+        rows.append(Practice(arm, sent, responded))
+    return rows
+
+
+def comparison_metric(
+    message_type: str, horizon: int, result: Comparison | None, now: Any
+) -> PilotMetric:
+    base: dict[str, Any] = {
+        "kind": "comparison",
+        "key": f"comparison|{message_type}|{horizon}",
+        "message_type": message_type,
+        "horizon_seconds": horizon,
+        "method": result.method if result else "insufficient_practices",
+        "updated_at": now,
+    }
+    if result is not None:
+        base |= {
+            "treatment_rate": result.treatment.rate,
+            "control_rate": result.control.rate,
+            "difference": result.difference,
+            "ci_low": result.ci_low,
+            "ci_high": result.ci_high,
+            "p_value": result.p_value,
+            "naive_ci_low": result.naive_ci_low,
+            "naive_ci_high": result.naive_ci_high,
+            "naive_p_value": result.naive_p_value,
+            "icc": result.icc,
+            "design_effect": result.design_effect,
+            "srm_p_value": result.srm_p_value,
+            "treatment_practices": result.treatment.practices,
+            "control_practices": result.control.practices,
+            "treatment_sent": result.treatment.sent,
+            "control_sent": result.control.sent,
+        }
+    return PilotMetric.model_validate(base)
+
+
 @app.timer(interval=settings.metrics_publish_seconds)  # type: ignore[untyped-decorator]
 async def publish() -> None:
     if app.rebalancing:
         return
-    name = settings.topic("metric-facts")
-    owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
+    owned = _owned("practice-stats")
     now = clock.now()
-    for key, raw in list(stats_table.items()):
+    for message_type, raw in list(practice_table.items()):
         if raw["partition"] not in owned:
             continue
-        arm, message_type = key.split("|", 1)
-        stats = ArmStats.from_json(raw["stats"], settings.metric_horizons)
-        for horizon, counts in stats.snapshot(now.timestamp()).items():
-            metric_key = f"arm_rate|{arm}|{message_type}|{horizon}"
-            current = (counts.sent, counts.responded, counts.read, counts.fallbacks)
-            if _published.get(metric_key) == current:
+        practices = raw["practices"]
+        for horizon in settings.metric_horizons:
+            for arm, counts in arm_totals(practices, horizon).items():
+                if arm not in ARMS:
+                    continue
+                metric_key = f"arm_rate|{arm}|{message_type}|{horizon}"
+                current = (counts.sent, counts.responded, counts.read, counts.fallbacks)
+                if _published.get(metric_key) == current:
+                    continue
+                metric = PilotMetric(
+                    kind="arm_rate",
+                    key=metric_key,
+                    arm=arm,
+                    message_type=message_type,
+                    horizon_seconds=horizon,
+                    sent=counts.sent,
+                    responded=counts.responded,
+                    response_rate=counts.response_rate,
+                    read=counts.read,
+                    fallbacks=counts.fallbacks,
+                    updated_at=now,
+                )
+                await pilot_metrics.send(key=metric_key.encode(), value=encode(metric))
+                _published[metric_key] = current
+            rows = practice_rows(practices, horizon)
+            comparison_key = f"comparison|{message_type}|{horizon}"
+            fingerprint = sorted((p.arm, p.sent, p.responded) for p in rows)
+            if _published.get(comparison_key) == fingerprint:
                 continue
-            metric = PilotMetric(
-                kind="arm_rate",
-                key=metric_key,
-                arm=cast(Arm, arm),
-                message_type=message_type,
-                horizon_seconds=horizon,
-                sent=counts.sent,
-                responded=counts.responded,
-                response_rate=counts.response_rate,
-                read=counts.read,
-                fallbacks=counts.fallbacks,
-                updated_at=now,
-            )
-            await pilot_metrics.send(key=metric_key.encode(), value=encode(metric))
-            _published[metric_key] = current
+            comparison = comparison_metric(message_type, horizon, compare(rows), now)
+            await pilot_metrics.send(key=comparison_key.encode(), value=encode(comparison))
+            _published[comparison_key] = fingerprint

@@ -6,7 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from appfirst.streams.app import app, settings
-from appfirst.topics.catalogue import FAILED_NUMBERS, METRIC_FACTS, ROUTER_BY_PATIENT
+from appfirst.topics.catalogue import (
+    FAILED_NUMBERS,
+    METRIC_FACTS,
+    PRACTICE_STATS,
+    ROUTER_BY_PATIENT,
+)
 
 
 def _topic(*names: str) -> Any:
@@ -31,6 +36,7 @@ dead_letter = _topic("dead-letter")
 router_by_patient = _topic(ROUTER_BY_PATIENT)
 metric_facts = _topic(METRIC_FACTS)
 failed_numbers = _topic(FAILED_NUMBERS)
+practice_stats = _topic(PRACTICE_STATS)
 
 # Multi-topic sources: one agent sees every event of a message in partition order.
 tracker_source = _topic("dispatches", "delivery-receipts", "read-receipts", "fallbacks")

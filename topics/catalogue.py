@@ -122,9 +122,11 @@ BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOGUE}
 ROUTER_BY_PATIENT = "router-by-patient"  # send requests re-keyed by nhs_number
 METRIC_FACTS = "metric-facts"  # per-message facts re-keyed by arm and message type
 FAILED_NUMBERS = "failed-numbers"  # SMS failures keyed by the number's keyed hash
+PRACTICE_STATS = "practice-stats"  # each practice's matured counts, keyed by message type
 INTERNAL_TOPICS: dict[str, Retention] = {
     ROUTER_BY_PATIENT: "delete",
     METRIC_FACTS: "delete",
+    PRACTICE_STATS: "delete",
     FAILED_NUMBERS: "compact",  # the latest failure per number, kept past any retention
 }
 

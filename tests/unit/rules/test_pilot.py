@@ -117,10 +117,13 @@ def test_response_rate() -> None:
 
 
 def test_fact_aggregate_keys_give_the_type_key_and_the_all_key() -> None:
-    f = Fact("sent", "control", "bp_monitoring_questionnaire", 0.0)
-    assert f.aggregate_keys() == ("control|bp_monitoring_questionnaire", "control|all")
-    g = Fact("read", "treatment", "sms", 0.0, 5)
-    assert g.aggregate_keys() == ("treatment|sms", "treatment|all")
+    f = Fact("sent", "control", "bp_monitoring_questionnaire", 0.0, 0.0, "C0001")
+    assert f.aggregate_keys() == (
+        "control|bp_monitoring_questionnaire|C0001",
+        "control|all|C0001",
+    )
+    g = Fact("read", "treatment", "sms", 0.0, 5, "T0002")
+    assert g.aggregate_keys() == ("treatment|sms|T0002", "treatment|all|T0002")
 
 
 # --- folding ----------------------------------------------------------------------------
@@ -306,3 +309,19 @@ def test_message_facts_each_fact_once_whatever_the_order(
     assert kinds == sorted({"sent"} | {kind for kind, _ in observations})
     assert all(f.dispatched_at == 1000.0 for f in facts)
     assert all(f.arm == "treatment" and f.message_type == "questionnaire" for f in facts)
+
+
+def test_message_facts_carry_the_practice() -> None:
+    state: dict[str, Any] = {}
+    sent = message_facts(state, "sent", 1000.0, ("control", "sms", "C0001"))
+    assert sent == [Fact("sent", "control", "sms", 1000.0, 0.0, "C0001")]
+    assert message_facts(state, "responded", 1600.0) == [
+        Fact("responded", "control", "sms", 1000.0, 600.0, "C0001")
+    ]
+
+
+def test_a_message_recorded_before_practices_were_kept_still_counts() -> None:
+    state: dict[str, Any] = {"d": ["treatment", "sms", 1000.0]}  # the earlier three fields
+    assert message_facts(state, "read", 1100.0) == [
+        Fact("read", "treatment", "sms", 1000.0, 100.0, "-")
+    ]
