@@ -143,6 +143,32 @@ def reconcile(day: datetime | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="pilot-report.html",
+    show_default=True,
+    help="Where to write the HTML file.",
+)
+def report(out: str) -> None:
+    """Render the pilot report (one self-contained HTML file) from Kafka."""
+    from pathlib import Path
+
+    from appfirst.report import gather, render
+    from appfirst.settings import get_settings
+
+    settings = get_settings()
+    data = asyncio.run(gather(settings))
+    page = render(
+        data,
+        price_per_fragment=settings.sms_fragment_price,
+        deadline_seconds=settings.fallback_individual_seconds,
+    )
+    Path(out).write_text(page, encoding="utf-8")
+    click.echo(f"report written: {out}")
+
+
+@main.command()
 @click.option("--messages", type=int, default=3000, show_default=True)
 @click.option(
     "--seconds",

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     notify_sms_template_id: str = "f1e2d3c4-b5a6-4978-8695-a4b3c2d1e0f9"
     notify_email_template_id: str = "0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9"
     notify_rate_per_minute: float = Field(default=3000, gt=0)
+    sms_fragment_price: float = Field(
+        default=0.0227, ge=0, description="GBP per SMS fragment, for the report's costs"
+    )
     callback_token: SecretStr = SecretStr("appfirst-dev-callback-token")
     nhs_app_callback_token: SecretStr | None = Field(
         default=None, description="unset = callback_token"

@@ -21,13 +21,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from appfirst.broker import EmbeddedBroker, free_port
-from appfirst.demo.summary import Tally, render
+from appfirst.demo.summary import Tally
+from appfirst.demo.summary import render as summary
 from appfirst.demo.traffic import Pilot
 from appfirst.jobs.eligibility_sync import sync
 from appfirst.jobs.reconcile import reconcile
 from appfirst.processes import spawn, stop
 from appfirst.providers.auth import ensure_sandbox_key
 from appfirst.reader import TopicReader
+from appfirst.report import gather, render
 from appfirst.settings import Settings, settings_from_env
 
 TIME_SCALE = 120.0  # simulated seconds per real second
@@ -122,9 +124,19 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
                 f"receipts reconciliation: {fixed.in_report} NHS App receipts in today's "
                 f"report, {sum(fixed.filled.values())} filled in whose callback never came"
             )
+            report = workdir / "pilot-report.html"
+            report.write_text(
+                render(
+                    await gather(settings),
+                    price_per_fragment=settings.sms_fragment_price,
+                    deadline_seconds=settings.fallback_individual_seconds,
+                ),
+                encoding="utf-8",
+            )
             async with httpx.AsyncClient(timeout=5) as client:
                 sends = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/sends")).json()
-            console.print(render(tally, sends, HORIZONS, TIME_SCALE))
+            console.print(summary(tally, sends, HORIZONS, TIME_SCALE))
+            console.print(f"pilot report: {report} (times are in compressed demo time)")
             ok = tally.both_arms() and tally.all_channels() and tally.fallbacks_total() > 0
             return 0 if ok else 1
         finally:
