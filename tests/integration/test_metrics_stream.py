@@ -95,3 +95,32 @@ async def test_the_comparison_treats_practices_as_the_unit(stack_factory: Any) -
     assert (c.treatment_practices, c.control_practices) == (2, 2)
     # Nothing has matured at ten minutes: no practice can be compared yet.
     assert latest["comparison|all|600"].method == "insufficient_practices"
+
+
+async def test_an_analyst_reads_avro_metrics_with_the_schemas_alone(stack_factory: Any) -> None:
+    """``examples/consume_pilot_metrics.py`` against Avro output: no appfirst code needed."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "consume_pilot_metrics.py"
+    spec = importlib.util.spec_from_file_location("consume_pilot_metrics", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    stack = stack_factory(APPFIRST_METRIC_HORIZONS="2,600", APPFIRST_CODEC="avro")
+    await stack.start_worker()
+    await stack.publish("practice-settings", "T1", practice("T1"))
+    await stack.publish("send-requests", "T1-0", request("T1-0", ods_code="T1"))
+    await stack.read(
+        ["pilot-metrics"],
+        lambda rs: any(e.key == "arm_rate|treatment|all|2" and e.sent == 1 for _, e in rs),
+        timeout=30,
+    )
+    raw = await stack.read_raw("pilot-metrics")
+    assert raw and all(v[:2] == b"\xc3\x01" for v in raw)  # Avro single-object, not JSON
+    metrics = await example.latest_metrics(
+        stack.settings.bootstrap, stack.settings.topic("pilot-metrics")
+    )
+    assert metrics["arm_rate|treatment|all|2"]["sent"] == 1
+    assert metrics["arm_rate|treatment|all|2"]["kind"] == "arm_rate"
