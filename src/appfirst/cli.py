@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 
@@ -108,13 +109,25 @@ def simulator(host: str, port: int, callback_url: str, scenario_path: str | None
 
 
 @main.command("eligibility-sync")
-@click.argument("ods_codes", nargs=-1, required=True)
+@click.argument("ods_codes", nargs=-1)
 def eligibility_sync(ods_codes: tuple[str, ...]) -> None:
-    """Copy the NHS App patients report of each practice (ODS code) into `eligibility`."""
-    from appfirst.jobs.eligibility_sync import sync
+    """Copy the NHS App patients report of each practice (ODS code) into `eligibility`.
+
+    With no ODS codes: every practice whose settings turn the NHS App route on.
+    """
+    from appfirst.jobs.eligibility_sync import nhs_app_practices, sync
     from appfirst.settings import get_settings
 
-    result = asyncio.run(sync(get_settings(), list(ods_codes)))
+    settings = get_settings()
+
+    async def _run() -> tuple[list[str], Any]:
+        codes = list(ods_codes) or await nhs_app_practices(settings)
+        return codes, await sync(settings, codes)
+
+    codes, result = asyncio.run(_run())
+    if not codes:
+        click.echo("no practice has the NHS App route on: nothing to sync")
+        return
     click.echo(
         f"{result.practices} practices: {result.patients} NHS App users, "
         f"{result.notifications_enabled} with notifications on"

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from appfirst.jobs.eligibility_sync import sync
+from appfirst.jobs.eligibility_sync import nhs_app_practices, sync
 from appfirst.jobs.reconcile import key_of, reconcile
 from appfirst.providers.scenario import Scenario
 from appfirst.settings import settings_from_env
@@ -129,8 +129,13 @@ async def test_the_eligibility_sync_publishes_each_practices_report(stack_factor
     stack = stack_factory(APPFIRST_PROVIDERS="simulator")
     await stack.start_simulator(send_callbacks=False, roster_size=300, report_page_size=50)
     await ensure(stack)
+    await stack.publish("practice-settings", "APP01", practice("APP01"))
+    await stack.publish("practice-settings", "APP02", practice("APP02"))
+    await stack.publish("practice-settings", "SMS01", practice("SMS01", nhs_app_individual=False))
     settings = settings_from_env(stack.env)
-    result = await sync(settings, ["APP01", "APP02"])
+    codes = await nhs_app_practices(settings)
+    assert codes == ["APP01", "APP02"]  # the SMS-only practice's patients are never looked up
+    result = await sync(settings, codes)
     scenario = Scenario(roster_size=300)
     expected = {
         n: on

@@ -31,35 +31,41 @@ pytestmark = pytest.mark.integration
 Start = Callable[..., Awaitable[tuple[Simulator, Settings]]]
 
 
+def sandbox_settings(tmp_path: Path, port: int, **extra: str) -> Settings:
+    """Clients pointed at a simulator on ``port``, signing with this test's sandbox key."""
+    key = tmp_path / "key.pem"
+    ensure_sandbox_key(key)
+    env = {
+        "APPFIRST_PROVIDERS": "simulator",
+        "APPFIRST_SIMULATOR_URL": f"http://127.0.0.1:{port}",
+        "APPFIRST_NHS_APP_PRIVATE_KEY_PATH": str(key),
+    }
+    return settings_from_env({**env, **extra})
+
+
+def simulator(settings: Settings, **scenario: object) -> Simulator:
+    """A silent sandbox that trusts the keys of ``settings``."""
+    return Simulator(
+        Scenario(send_callbacks=False, **scenario),  # type: ignore[arg-type]
+        "http://127.0.0.1:1",
+        Credentials.from_settings(settings),
+    )
+
+
 @pytest.fixture
 async def start(tmp_path: Path) -> AsyncIterator[Start]:
     """Start a simulator with a scenario; the settings point our clients at it."""
     runners = []
-    closers: list[Callable[[], Awaitable[None]]] = []
 
     async def _start(
         client_env: dict[str, str] | None = None, **scenario: object
     ) -> tuple[Simulator, Settings]:
-        key = tmp_path / "key.pem"
-        ensure_sandbox_key(key)
         port = free_port()
-        env = {
-            "APPFIRST_PROVIDERS": "simulator",
-            "APPFIRST_SIMULATOR_URL": f"http://127.0.0.1:{port}",
-            "APPFIRST_NHS_APP_PRIVATE_KEY_PATH": str(key),
-        }
-        trusted = settings_from_env(env)
-        sim = Simulator(
-            Scenario(send_callbacks=False, **scenario),  # type: ignore[arg-type]
-            "http://127.0.0.1:1",
-            Credentials.from_settings(trusted),
-        )
+        sim = simulator(sandbox_settings(tmp_path, port), **scenario)
         runners.append(await serve(sim, "127.0.0.1", port))
-        return sim, settings_from_env({**env, **(client_env or {})})
+        return sim, sandbox_settings(tmp_path, port, **(client_env or {}))
 
     yield _start
-    for close in closers:
-        await close()
     for runner in runners:
         await runner.cleanup()
 
@@ -83,10 +89,10 @@ def app_message(i: int) -> Outbound:
     )
 
 
-def sms_message(i: int, suffix: str = "") -> Outbound:
+def sms_message(i: int) -> Outbound:
     return Outbound(
         channel="sms",
-        reference=f"s-{i}{suffix}",
+        reference=f"s-{i}",
         message_id=f"s-{i}",
         ods_code="A81001",
         body="Your results are back",
@@ -273,16 +279,7 @@ async def test_a_slow_report_gives_unknown_within_the_timeout(start: Start) -> N
 
 
 async def test_an_absent_api_opens_the_lookup_circuit(tmp_path: Path) -> None:
-    key = tmp_path / "k.pem"
-    ensure_sandbox_key(key)
-    settings = settings_from_env(
-        {
-            "APPFIRST_PROVIDERS": "simulator",
-            "APPFIRST_SIMULATOR_URL": f"http://127.0.0.1:{free_port()}",
-            "APPFIRST_NHS_APP_PRIVATE_KEY_PATH": str(key),
-        }
-    )
-    lookup = factory.eligibility_lookup(settings)
+    lookup = factory.eligibility_lookup(sandbox_settings(tmp_path, free_port()))
     assert isinstance(lookup, PracticeReportLookup)
     try:
         for i in range(lookup.breaker.threshold + 2):
@@ -349,21 +346,12 @@ async def test_an_nhs_app_send_whose_answer_was_lost_is_not_resent(start: Start)
 
 async def test_a_connection_refused_is_resent_safely(tmp_path: Path) -> None:
     """Nothing reached the provider: retrying is safe, and happens until it is up."""
-    key = tmp_path / "k.pem"
-    ensure_sandbox_key(key)
     port = free_port()
-    env = {
-        "APPFIRST_PROVIDERS": "simulator",
-        "APPFIRST_SIMULATOR_URL": f"http://127.0.0.1:{port}",
-        "APPFIRST_NHS_APP_PRIVATE_KEY_PATH": str(key),
-    }
-    settings = settings_from_env(env)
+    settings = sandbox_settings(tmp_path, port)
     gateway = factory.gateway(settings)
     sending = asyncio.create_task(gateway.send(sms_message(2)))
     await asyncio.sleep(1.0)  # refused for a second
-    sim = Simulator(
-        Scenario(send_callbacks=False), "http://127.0.0.1:1", Credentials.from_settings(settings)
-    )
+    sim = simulator(settings)
     runner = await serve(sim, "127.0.0.1", port)
     try:
         await asyncio.wait_for(sending, 30)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from appfirst.jobs.kafka import publish
+from appfirst.jobs.kafka import publish, read_all
 from appfirst.providers import factory
 from appfirst.settings import Settings
-from appfirst.topics.models import Eligibility, Event
+from appfirst.topics.models import Eligibility, Event, PracticeSettings
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,15 @@ class SyncResult:
     practices: int
     patients: int
     notifications_enabled: int
+
+
+async def nhs_app_practices(settings: Settings) -> list[str]:
+    """Every practice whose latest settings turn the NHS App route on: only their patients'
+    eligibility is ever consulted."""
+    latest: dict[str, PracticeSettings] = {}
+    for practice in await read_all(settings, "practice-settings", PracticeSettings, None):
+        latest[practice.ods_code] = practice
+    return sorted(ods for ods, p in latest.items() if p.nhs_app_individual)
 
 
 async def sync(settings: Settings, ods_codes: list[str]) -> SyncResult:
