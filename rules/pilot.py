@@ -10,8 +10,9 @@ bucket joins horizon ``h`` once its end plus ``h`` has passed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 FactKind = Literal["sent", "read", "fallback", "responded"]
 COUNTED: tuple[FactKind, ...] = ("read", "fallback", "responded")
@@ -132,6 +133,23 @@ class ArmStats:
 
 def epoch(ts: datetime) -> float:
     return ts.astimezone(UTC).timestamp()
+
+
+LONDON = ZoneInfo("Europe/London")
+DAY = 86400
+
+
+def london_day_timestamp(at: float) -> float:
+    """``at`` moved by London's UTC offset, so that a day-long window aligned to the epoch
+    (as Faust aligns tumbling windows) is a London calendar day: practices count days as
+    their patients do, and a message sent at 00:30 BST belongs to that day, not the last."""
+    offset = datetime.fromtimestamp(at, LONDON).utcoffset() or timedelta()
+    return at + offset.total_seconds()
+
+
+def window_day(window_start: float) -> date:
+    """The London date of a day window opened at ``london_day_timestamp`` time."""
+    return datetime.fromtimestamp(window_start, UTC).date()
 
 
 def message_facts(

@@ -6,17 +6,33 @@
 2. ``aggregate`` keeps ``ArmStats`` per arm, message type and practice. A timer sends the
    matured counts of each practice it owns, when they change, to ``practice-stats`` keyed
    by message type, so that one place sees every practice of a message type.
+   ``aggregate`` also counts each fact in a windowed table (tumbling London days, expiring
+   after ``METRIC_TREND_DAYS``) by its message's dispatch day; the snapshot carries them.
 3. ``collect`` keeps the latest counts of every practice per message type; a timer
-   publishes ``arm_rate`` (summed over practices) and ``comparison`` (practices as the unit,
-   ``rules/stats.py``) records when they change.
+   publishes ``arm_rate`` (summed over practices), ``comparison`` (practices as the unit,
+   ``rules/stats.py``) and ``trend`` (daily, summed over practices) records when they
+   change.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from typing import Any
 
-from appfirst.rules.pilot import ArmStats, Counts, Fact, FactKind, epoch, message_facts
+import faust
+
+from appfirst.rules.pilot import (
+    DAY,
+    ArmStats,
+    Counts,
+    Fact,
+    FactKind,
+    epoch,
+    london_day_timestamp,
+    message_facts,
+    window_day,
+)
 from appfirst.rules.stats import Comparison, Practice, compare
 from appfirst.streams.app import app, clock, settings, table
 from appfirst.streams.io import decode, encode, short_topic
@@ -31,14 +47,26 @@ message_table = table("metric-messages")
 stats_table = table("arm-stats")
 # type -> {"partition": p, "practices": {arm|ods: {horizon: [sent, responded, read, fb]}}}
 practice_table = table("practice-summaries")
+# arm|type|ods|kind -> count, per London day of dispatch. The key starts with the
+# metric-facts key, so each key is written from one source partition, as Faust requires.
+TREND_KINDS: tuple[FactKind, ...] = ("sent", "read", "fallback", "responded")
+trend_table = app.Table(
+    "metric-trend",
+    default=int,
+    schema=faust.Schema(key_serializer="json", value_serializer="json"),
+    partitions=settings.partitions,
+).tumbling(timedelta(days=1), expires=timedelta(days=settings.metric_trend_days))
 _sent_snapshots: dict[str, str] = {}
 _published: dict[str, Any] = {}
 
 
 async def _emit(fact: Fact) -> None:
     payload = json.dumps(vars(fact)).encode()
+    # The record's time is its message's dispatch (as a London day), so the trend's
+    # windowed table counts a read or response on the day its message went out.
+    timestamp = london_day_timestamp(fact.dispatched_at)
     for key in fact.aggregate_keys():
-        await metric_facts.send(key=key.encode(), value=payload)
+        await metric_facts.send(key=key.encode(), value=payload, timestamp=timestamp)
 
 
 async def _observe(event: Any) -> tuple[str, FactKind, float, tuple[str, ...] | None] | None:
@@ -90,6 +118,22 @@ async def aggregate(stream: Any) -> None:
         stats.add(fact)
         stats.fold(clock.now().timestamp())
         stats_table[key] = {"partition": event.message.partition, "stats": stats.to_json()}
+        trend_table[f"{key}|{fact.kind}"] += 1
+
+
+def trend_days(now: float) -> dict[str, dict[str, list[int]]]:
+    """arm|type|ods -> {London date: [sent, read, fallbacks, responded]}, for the days
+    still kept (Faust expires old windows only on a live worker; after recovery they stay
+    until the changelog's retention drops them, so they are cut here too)."""
+    oldest = london_day_timestamp(now) - settings.metric_trend_days * DAY
+    result: dict[str, dict[str, list[int]]] = {}
+    for (key, (start, _)), count in list(trend_table.table.data.items()):
+        if start < oldest:
+            continue
+        prefix, kind = key.rsplit("|", 1)
+        row = result.setdefault(prefix, {}).setdefault(window_day(start).isoformat(), [0] * 4)
+        row[TREND_KINDS.index(kind)] += count
+    return result
 
 
 def _owned(topic: str) -> set[int]:
@@ -104,6 +148,7 @@ async def snapshot_practices() -> None:
         return
     owned = _owned("metric-facts")
     now = clock.now().timestamp()
+    days = trend_days(now)
     for key, raw in list(stats_table.items()):
         if raw["partition"] not in owned:
             continue
@@ -113,7 +158,8 @@ async def snapshot_practices() -> None:
             str(h): [c.sent, c.responded, c.read, c.fallbacks]
             for h, c in stats.snapshot(now).items()
         }
-        value = json.dumps({"arm": arm, "ods": ods, "counts": counts}, sort_keys=True)
+        snapshot = {"arm": arm, "ods": ods, "counts": counts, "days": days.get(key, {})}
+        value = json.dumps(snapshot, sort_keys=True)
         if _sent_snapshots.get(key) == value:
             continue
         await practice_stats.send(key=message_type.encode(), value=value.encode())
@@ -126,11 +172,13 @@ async def collect(stream: Any) -> None:
         message_type = event.message.key.decode()
         snapshot = json.loads(event.message.value)
         current = dict(practice_table.get(message_type) or {"practices": {}})
-        practices = dict(current["practices"])
-        practices[f"{snapshot['arm']}|{snapshot['ods']}"] = snapshot["counts"]
+        practice = f"{snapshot['arm']}|{snapshot['ods']}"
+        practices = dict(current["practices"]) | {practice: snapshot["counts"]}
+        days = dict(current.get("days") or {}) | {practice: snapshot.get("days", {})}
         practice_table[message_type] = {
             "partition": event.message.partition,
             "practices": practices,
+            "days": days,
         }
 
 
@@ -144,6 +192,18 @@ def arm_totals(practices: dict[str, Any], horizon: int) -> dict[str, Counts]:
         t.responded += responded
         t.read += read
         t.fallbacks += fallbacks
+    return totals
+
+
+def daily_totals(days: dict[str, Any]) -> dict[tuple[str, str], list[int]]:
+    """(arm, London date) -> [sent, read, fallbacks, responded], summed over practices."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for practice, by_day in days.items():
+        arm = practice.split("|", 1)[0]
+        for day, row in by_day.items():
+            total = totals.setdefault((arm, day), [0] * 4)
+            for i, n in enumerate(row):
+                total[i] += n
     return totals
 
 
@@ -232,3 +292,22 @@ async def publish() -> None:
             comparison = comparison_metric(message_type, horizon, compare(rows), now)
             await pilot_metrics.send(key=comparison_key.encode(), value=encode(comparison))
             _published[comparison_key] = fingerprint
+        for (arm, day), row in sorted(daily_totals(raw.get("days") or {}).items()):
+            trend_key = f"trend|{arm}|{message_type}|{day}"
+            if arm not in ARMS or _published.get(trend_key) == row:
+                continue
+            sent, read, fallbacks, responded = row
+            trend = PilotMetric(
+                kind="trend",
+                key=trend_key,
+                arm=arm,
+                message_type=message_type,
+                day=date.fromisoformat(day),
+                sent=sent,
+                read=read,
+                fallbacks=fallbacks,
+                responded=responded,
+                updated_at=now,
+            )
+            await pilot_metrics.send(key=trend_key.encode(), value=encode(trend))
+            _published[trend_key] = row

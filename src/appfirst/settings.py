@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     )
     clock: Literal["live", "replay"] = "live"
     metrics_publish_seconds: float = Field(default=2.0, gt=0)
+    metric_trend_days: int = Field(
+        default=56, ge=1, description="days of daily trend kept (windows expire after)"
+    )
     data_dir: str = "var/appfirst"
     simulator_url: str = "http://127.0.0.1:8900"
     # --- providers: what a live deployment must set (README "Going live") ----------------

@@ -3,11 +3,13 @@ the comparison with practices as the unit."""
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from appfirst.topics.models import PilotMetric, Response
+from appfirst.topics.models import Dispatch, PilotMetric, ReadReceipt, Response
 
 from .factories import now, practice, request
 
@@ -124,3 +126,65 @@ async def test_an_analyst_reads_avro_metrics_with_the_schemas_alone(stack_factor
     )
     assert metrics["arm_rate|treatment|all|2"]["sent"] == 1
     assert metrics["arm_rate|treatment|all|2"]["kind"] == "arm_rate"
+
+
+async def test_trend_counts_each_london_day_of_dispatch(stack_factory: Any) -> None:
+    stack = stack_factory()
+    await stack.start_worker()
+    today = now()
+    earlier = today - timedelta(days=2)
+    plan = [  # (message, arm, dispatched, read, responded)
+        ("t-old-1", "treatment", earlier, True, True),
+        ("t-old-2", "treatment", earlier, False, False),
+        ("t-new-1", "treatment", today, True, False),
+        ("c-new-1", "control", today, False, True),
+    ]
+    for mid, arm, dispatched_at, _, _ in plan:
+        await stack.publish("dispatches", mid, dispatch(mid, arm, dispatched_at))
+    for mid, _, dispatched_at, read, responded in plan:
+        later = dispatched_at + timedelta(minutes=5)
+        if read:
+            await stack.publish("read-receipts", mid, ReadReceipt(message_id=mid, read_at=later))
+        if responded:
+            await stack.publish("responses", mid, Response(message_id=mid, responded_at=later))
+    old_day = london_date(earlier)
+    new_day = london_date(today)
+
+    def settled(rs: list[tuple[str, Any]]) -> bool:
+        latest = {e.key: e for _, e in rs}
+        old = latest.get(f"trend|treatment|all|{old_day}")
+        control = latest.get(f"trend|control|all|{new_day}")
+        return bool(old and old.responded == 1 and control and control.responded == 1)
+
+    records = await stack.read(["pilot-metrics"], settled, timeout=30)
+    latest: dict[str, PilotMetric] = {e.key: e for _, e in records}
+    assert settled(records), sorted(latest)
+    counts = {
+        key: (m.sent, m.read, m.fallbacks, m.responded)
+        for key, m in latest.items()
+        if m.kind == "trend"
+    }
+    assert counts[f"trend|treatment|all|{old_day}"] == (2, 1, 0, 1)
+    assert counts[f"trend|treatment|all|{new_day}"] == (1, 1, 0, 0)
+    assert counts[f"trend|control|all|{new_day}"] == (1, 0, 0, 1)
+    assert counts[f"trend|treatment|sms_with_response|{old_day}"] == (2, 1, 0, 1)
+    assert latest[f"trend|treatment|all|{old_day}"].day == date.fromisoformat(old_day)
+
+
+def london_date(at: datetime) -> str:
+    return at.astimezone(ZoneInfo("Europe/London")).date().isoformat()
+
+
+def dispatch(message_id: str, arm: str, dispatched_at: datetime) -> Dispatch:
+    return Dispatch.model_validate(
+        {
+            "message_id": message_id,
+            "channel": "sms",
+            "reason": "sms_only_type",
+            "dispatched_at": dispatched_at,
+            "ods_code": "T1" if arm == "treatment" else "C1",
+            "arm": arm,
+            "origin": "individual",
+            "message_type": "sms_with_response",
+        }
+    )

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appfirst.rules.pilot import ArmStats, Counts, Fact, bucket_width, message_facts
+from appfirst.rules.pilot import (
+    DAY,
+    ArmStats,
+    Counts,
+    Fact,
+    bucket_width,
+    london_day_timestamp,
+    message_facts,
+    window_day,
+)
 
 HORIZONS = (3600, 10800, 86400, 604800)
 WIDTH = 60  # min(HORIZONS) // 60
@@ -325,3 +335,20 @@ def test_a_message_recorded_before_practices_were_kept_still_counts() -> None:
     assert message_facts(state, "read", 1100.0) == [
         Fact("read", "treatment", "sms", 1000.0, 100.0, "-")
     ]
+
+
+@pytest.mark.parametrize(
+    ("utc", "london_date"),
+    [
+        ("2026-07-01T23:30:00+00:00", "2026-07-02"),  # 00:30 BST: already the next day
+        ("2026-07-01T22:59:59+00:00", "2026-07-01"),
+        ("2026-12-01T23:30:00+00:00", "2026-12-01"),  # GMT: London is UTC
+        ("2026-03-29T00:30:00+00:00", "2026-03-29"),  # the night the clocks go forward
+        ("2026-10-24T23:30:00+00:00", "2026-10-25"),  # the night they go back (still BST)
+    ],
+)
+def test_a_trend_day_is_a_london_calendar_day(utc: str, london_date: str) -> None:
+    at = datetime.fromisoformat(utc).timestamp()
+    shifted = london_day_timestamp(at)
+    # Faust's tumbling windows start at multiples of the size from the epoch.
+    assert window_day(shifted // DAY * DAY).isoformat() == london_date
