@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +13,20 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from appfirst.rules.nhs_number import check_digit
+
+
+class Responsiveness(BaseModel):
+    """How patients answer one message type, by the way it reached them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sms_share: float = Field(ge=0, le=1, description="answer an SMS")
+    sms_median_seconds: float = Field(gt=0, description="from the SMS's delivery")
+    app_share: float = Field(ge=0, le=1, description="answer after reading it in the NHS App")
+    app_median_seconds: float = Field(gt=0, description="from reading")
+    fallback_share: float = Field(
+        ge=0, le=1, description="answer the fallback SMS of an NHS App message left unread"
+    )
 
 
 class Scenario(BaseModel):
@@ -42,6 +55,9 @@ class Scenario(BaseModel):
     respond_share_app: float = Field(default=0.45, ge=0, le=1, description="after reading")
     respond_share_sms: float = Field(default=0.55, ge=0, le=1)
     respond_median_seconds: float = Field(default=2400, gt=0)
+    responses: dict[str, Responsiveness] = Field(
+        default_factory=dict, description="per message type; others use the shares above"
+    )
     spread: float = Field(default=1.0, gt=0, description="log-normal sigma of every delay")
     # The sandbox's limits, as the real services publish them
     nhs_app_rate_per_second: float = Field(default=20, gt=0)
@@ -59,9 +75,19 @@ class Scenario(BaseModel):
         digest = hashlib.sha256(f"{self.seed}:{reference}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "big"))
 
-    def delay(self, rng: random.Random, median: float) -> float:
-        """A log-normal delay in real seconds (simulated seconds over the time scale)."""
-        return median * math.exp(rng.gauss(0, self.spread)) / self.time_scale
+    def responsiveness(self, message_type: str) -> Responsiveness | None:
+        """None: the message type takes no answer."""
+        if message_type in self.responses:
+            return self.responses[message_type]
+        if message_type not in RESPONDING_TYPES:
+            return None
+        return Responsiveness(
+            sms_share=self.respond_share_sms,
+            sms_median_seconds=self.respond_median_seconds,
+            app_share=self.respond_share_app,
+            app_median_seconds=self.respond_median_seconds,
+            fallback_share=self.respond_share_sms,
+        )
 
     def app_user(self, nhs_number: str) -> bool | None:
         """None: no NHS App; else whether notifications are on. Fixed per patient."""

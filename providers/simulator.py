@@ -48,8 +48,9 @@ from appfirst.providers.nhsapp import (
     PATH as NHS_APP_PATH,
 )
 from appfirst.providers.notify import EMAIL_PATH, LIST_PATH, SMS_PATH
+from appfirst.providers.patients import app_outcome, text_outcome
 from appfirst.providers.reports import PATIENTS_REPORT, RECEIPTS_REPORT
-from appfirst.providers.scenario import RESPONDING_TYPES, Scenario
+from appfirst.providers.scenario import Scenario
 from appfirst.rules.nhs_number import is_valid_nhs_number
 
 log = logging.getLogger("appfirst.simulator")
@@ -414,31 +415,34 @@ class Simulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _after(self, simulated_seconds: float) -> None:
+        await asyncio.sleep(simulated_seconds / self.scenario.time_scale)
+
     async def _live_nhs_app(self, send: Send, nhs_number: str | None) -> None:
-        sc = self.scenario
-        rng = sc.rng(send.reference)
-        await asyncio.sleep(sc.delay(rng, sc.delivery_seconds))
-        roll = rng.random()
-        if roll < sc.failed_share:
-            await self._task(send, "Rejected", rng)
+        outcome = app_outcome(self.scenario, send.reference, send.message_type)
+        await self._after(outcome.delivered_after)
+        if outcome.status == "rejected":
+            await self._task(send, "Rejected")
             return
-        await self._task(send, "Delivered", rng)
-        await self._task(send, "NotificationAttempted", rng)
-        if roll < sc.failed_share + sc.unnotified_share:
-            await self._task(send, "Unnotified", rng)
+        await self._task(send, "Delivered")
+        await self._task(send, "NotificationAttempted")
+        if outcome.status == "unnotified":
+            await self._task(send, "Unnotified")
             return
-        await self._task(send, "Notified", rng)
-        if rng.random() >= sc.read_share:
+        await self._task(send, "Notified")
+        if outcome.read_after is None:
             return
-        await asyncio.sleep(sc.delay(rng, sc.read_median_seconds))
-        await self._task(send, "Read", rng)
-        await self._maybe_respond(send, rng, sc.respond_share_app)
+        await self._after(outcome.read_after)
+        await self._task(send, "Read")
+        if outcome.respond_after is not None:
+            await self._after(outcome.respond_after)
+            await self._respond(send)
 
     async def _live_notify(self, send: Send) -> None:
-        sc = self.scenario
-        rng = sc.rng(send.reference)
-        await asyncio.sleep(sc.delay(rng, sc.delivery_seconds))
-        failed = rng.random() < sc.sms_failed_share
+        outcome = text_outcome(
+            self.scenario, send.reference, send.message_type, channel=send.channel
+        )
+        await self._after(outcome.delivered_after)
         now = _iso(time.time())
         await self._post(
             "notify",
@@ -447,20 +451,18 @@ class Simulator:
                 "id": send.id,
                 "reference": send.reference,
                 "to": "redacted",
-                "status": "permanent-failure" if failed else "delivered",
+                "status": "permanent-failure" if outcome.failed else "delivered",
                 "created_at": _iso(send.received_at),
                 "completed_at": now,
                 "sent_at": now,
                 "notification_type": send.channel,
             },
         )
-        if not failed and send.channel == "sms":
-            await self._maybe_respond(send, rng, sc.respond_share_sms)
+        if outcome.respond_after is not None:
+            await self._after(outcome.respond_after)
+            await self._respond(send)
 
-    async def _maybe_respond(self, send: Send, rng: Any, share: float) -> None:
-        if send.message_type not in RESPONDING_TYPES or rng.random() >= share:
-            return
-        await asyncio.sleep(self.scenario.delay(rng, self.scenario.respond_median_seconds))
+    async def _respond(self, send: Send) -> None:
         message_id, _ = split_reference(send.reference)
         if message_id in self.responded:
             return  # one response per message, whichever leg it came through
@@ -471,7 +473,7 @@ class Simulator:
             {"message_id": message_id, "responded_at": _iso(time.time()), "attachments": 0},
         )
 
-    async def _task(self, send: Send, status: str, rng: Any) -> None:
+    async def _task(self, send: Send, status: str) -> None:
         task = {
             "resourceType": "Task",
             "id": str(uuid.uuid4()),
@@ -487,7 +489,9 @@ class Simulator:
             "lastModified": _iso(time.time()),
         }
         self.tasks.append(task)
-        if rng.random() < self.scenario.callback_loss_share:
+        if self.scenario.rng(f"{send.reference}:{status}").random() < (
+            self.scenario.callback_loss_share
+        ):
             self.counts["callbacks_lost"] += 1
             return  # only the daily report will tell
         await self._post("nhs_app", "/callbacks/nhs-app", task)

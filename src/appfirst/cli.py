@@ -182,7 +182,7 @@ def report(out: str) -> None:
 
 
 @main.command()
-@click.option("--messages", type=int, default=3000, show_default=True)
+@click.option("--messages", type=int, default=10_000, show_default=True)
 @click.option(
     "--seconds",
     type=float,

@@ -45,7 +45,9 @@ class PilotData:
     generated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-async def gather(settings: Settings) -> PilotData:
+async def gather(settings: Settings, time_scale: float = 1.0) -> PilotData:
+    """Everything the report needs, from the topics. ``time_scale`` > 1 (the demo's
+    compressed clock) reports durations in simulated time."""
     metrics = {m.key: m for m in await read_all(settings, "pilot-metrics", PilotMetric, None)}
     dispatches = {
         d.message_id: d
@@ -58,7 +60,7 @@ async def gather(settings: Settings) -> PilotData:
     responses: dict[str, float] = {}
     for resp in await read_all(settings, "responses", Response, None):
         responses.setdefault(resp.message_id, epoch(resp.responded_at))
-    return summarise(metrics, list(dispatches.values()), reads, responses)
+    return summarise(metrics, list(dispatches.values()), reads, responses, time_scale=time_scale)
 
 
 def summarise(
@@ -67,9 +69,18 @@ def summarise(
     reads: dict[str, float],
     responses: dict[str, float],
     now: float | None = None,
+    time_scale: float = 1.0,
 ) -> PilotData:
     """Curves from message timings; a message without the event is censored at ``now``."""
     now = datetime.now(UTC).timestamp() if now is None else now
+    if time_scale != 1.0:
+        metrics = {
+            key: m.model_copy(update={"horizon_seconds": round(m.horizon_seconds * time_scale)})
+            if m.horizon_seconds is not None
+            else m
+            for key, m in metrics.items()
+        }
+        reads, responses, now, dispatches = _rescaled(reads, responses, now, dispatches, time_scale)
     data = PilotData(metrics)
     by_arm: dict[str, list[Dispatch]] = {}
     for d in dispatches:
@@ -89,6 +100,35 @@ def summarise(
     if bodies:
         data.fragments_per_sms = sum(sms_fragments(b) for b in bodies) / len(bodies)
     return data
+
+
+def _rescaled(
+    reads: dict[str, float],
+    responses: dict[str, float],
+    now: float,
+    dispatches: list[Dispatch],
+    scale: float,
+) -> tuple[dict[str, float], dict[str, float], float, list[Dispatch]]:
+    """Every time stretched about the first dispatch, so durations read as simulated."""
+    if not dispatches:
+        return reads, responses, now, dispatches
+    origin = min(epoch(d.dispatched_at) for d in dispatches)
+
+    def stretch(t: float) -> float:
+        return origin + (t - origin) * scale
+
+    moved = [
+        d.model_copy(
+            update={"dispatched_at": datetime.fromtimestamp(stretch(epoch(d.dispatched_at)), UTC)}
+        )
+        for d in dispatches
+    ]
+    return (
+        {k: stretch(v) for k, v in reads.items()},
+        {k: stretch(v) for k, v in responses.items()},
+        stretch(now),
+        moved,
+    )
 
 
 def _timing(d: Dispatch, events: dict[str, float], now: float) -> tuple[float, bool]:

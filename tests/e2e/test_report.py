@@ -138,3 +138,17 @@ def test_the_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert pixels.std() > 0.05, "the page rendered blank"
     console = [line for line in run.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert not console, console
+
+
+def test_a_compressed_clock_is_reported_in_simulated_time() -> None:
+    """The demo runs 120 times faster than life; its report reads in simulated hours."""
+    dispatches = [_dispatch(i, arm) for i in range(20) for arm in ("treatment", "control")]
+    reads = {d.message_id: (T0 + timedelta(seconds=30)).timestamp() for d in dispatches}
+    now = (T0 + timedelta(minutes=5)).timestamp()
+    plain = summarise(_metrics(), dispatches, reads, {}, now=now)
+    scaled = summarise(_metrics(), dispatches, reads, {}, now=now, time_scale=120)
+    assert plain.nhs_app_read is not None and scaled.nhs_app_read is not None
+    assert plain.nhs_app_read.times == (30.0,)
+    assert scaled.nhs_app_read.times == (3600.0,)  # read after an hour, as the demo means
+    assert scaled.metrics["arm_rate|treatment|all|3600"].horizon_seconds == 3600 * 120
+    assert _metrics()["arm_rate|treatment|all|3600"].horizon_seconds == 3600  # not mutated

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import subprocess
 import tempfile
 from collections import Counter
@@ -28,6 +27,7 @@ from appfirst.jobs.eligibility_sync import sync
 from appfirst.jobs.reconcile import reconcile
 from appfirst.processes import spawn, stop
 from appfirst.providers.auth import ensure_sandbox_key
+from appfirst.providers.published_pilot import published_scenario
 from appfirst.reader import TopicReader
 from appfirst.report import gather, render
 from appfirst.settings import Settings, settings_from_env
@@ -74,16 +74,15 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
     workdir = Path(tempfile.mkdtemp(prefix="appfirst-demo-"))
     web_port, sim_port = free_port(), free_port()
     scenario = workdir / "scenario.json"
+    # Patients behave as in the published pilot (providers/published_pilot.py).
     scenario.write_text(
-        json.dumps(
-            {
-                "seed": seed,
-                "time_scale": TIME_SCALE,
-                "nhs_app_rate_per_second": DEMO_NHS_APP_RATE,
-                "notify_rate_per_minute": DEMO_NOTIFY_RATE,
-                "callback_loss_share": 0.02,
-            }
-        ),
+        published_scenario(
+            seed=seed,
+            time_scale=TIME_SCALE,
+            nhs_app_rate_per_second=DEMO_NHS_APP_RATE,
+            notify_rate_per_minute=DEMO_NOTIFY_RATE,
+            callback_loss_share=0.02,
+        ).model_dump_json(),
         encoding="utf-8",
     )
     procs: list[subprocess.Popen[bytes]] = []
@@ -125,18 +124,20 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
                 f"report, {sum(fixed.filled.values())} filled in whose callback never came"
             )
             report = workdir / "pilot-report.html"
+            pilot_data = await gather(settings, time_scale=TIME_SCALE)
+            tally.metrics.update(pilot_data.metrics)  # the summary shows what the report shows
             report.write_text(
                 render(
-                    await gather(settings),
+                    pilot_data,
                     price_per_fragment=settings.sms_fragment_price,
-                    deadline_seconds=settings.fallback_individual_seconds,
+                    deadline_seconds=settings.fallback_individual_seconds * TIME_SCALE,
                 ),
                 encoding="utf-8",
             )
             async with httpx.AsyncClient(timeout=5) as client:
                 sends = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/sends")).json()
             console.print(summary(tally, sends, HORIZONS, TIME_SCALE))
-            console.print(f"pilot report: {report} (times are in compressed demo time)")
+            console.print(f"pilot report: {report} (times in simulated hours)")
             ok = tally.both_arms() and tally.all_channels() and tally.fallbacks_total() > 0
             return 0 if ok else 1
         finally:

@@ -81,6 +81,18 @@ def render(
                 cells.append(f"{m.response_rate or 0:.1%} of {m.sent} ({m.fallbacks} fallbacks)")
         rates.add_row(arm, *cells)
 
+    pilot = Table(
+        title="Treatment minus control (practices as the unit; published: behind at 1 h, "
+        "level at 3 h)",
+        title_justify="left",
+    )
+    pilot.add_column("message type")
+    for h in horizons:
+        pilot.add_column(f"{h * time_scale / 3600:g} h: difference (95% CI)", justify="right")
+    for message_type in COMPARED_TYPES:
+        cells = [_comparison(tally.metrics.get(f"comparison|{message_type}|{h}")) for h in horizons]
+        pilot.add_row(message_type, *cells)
+
     checks = Table(title="Delivery checks", title_justify="left", show_header=False)
     checks.add_column("check")
     checks.add_column("value", justify="right")
@@ -93,4 +105,16 @@ def render(
     checks.add_row("dead letters", str(sum(tally.dead_letters.values())))
     for why, n in tally.dead_letters.most_common(3):
         checks.add_row(f"  {why}", str(n))
-    return Group(by_reason, fb, rates, checks)
+    return Group(by_reason, fb, rates, pilot, checks)
+
+
+COMPARED_TYPES = ("all", "self_book", "sms_with_response", "questionnaire")
+
+
+def _comparison(m: PilotMetric | None) -> str:
+    if m is None or m.difference is None or m.ci_low is None or m.ci_high is None:
+        return "-" if m is None else (m.method or "-").replace("_", " ")
+    relative = f", {m.difference / m.control_rate:+.0%} of control" if m.control_rate else ""
+    return (
+        f"{m.difference * 100:+.1f} pts ({m.ci_low * 100:+.1f} to {m.ci_high * 100:+.1f}){relative}"
+    )
