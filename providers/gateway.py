@@ -106,6 +106,12 @@ class Gateway:
                     attempt,
                     delay,
                     message.reference,
+                    extra={
+                        "message_id": message.message_id,
+                        "reference": message.reference,
+                        "provider": name,
+                        "outcome": outcome,
+                    },
                 )
                 await asyncio.sleep(delay)
                 continue

@@ -15,7 +15,7 @@ from typing import Any
 from appfirst.rules.contact import number_fingerprint
 from appfirst.streams.app import app, clock, settings, table
 from appfirst.streams.broadcast import BroadcastTable
-from appfirst.streams.io import decode, short_topic
+from appfirst.streams.io import decode, send, short_topic
 from appfirst.streams.topics import contactability_source, failed_numbers
 from appfirst.topics.catalogue import FAILED_NUMBERS
 from appfirst.topics.models import DeliveryReceipt, Dispatch
@@ -82,5 +82,5 @@ async def join_failures(stream: Any) -> None:
         entry[field] = value
         if "n" in entry and "f" in entry:
             payload = json.dumps({"failed_at": entry["f"]}).encode()
-            await failed_numbers.send(key=entry["n"].encode(), value=payload)
+            await send(failed_numbers, entry["n"].encode(), payload)
         sms_numbers[message_id] = entry

@@ -17,7 +17,7 @@ from appfirst.providers import factory
 from appfirst.providers.base import Outbound, Sender
 from appfirst.providers.callbacks import fallback_reference
 from appfirst.streams.app import app, clock, settings, table
-from appfirst.streams.io import decode, encode, log, short_topic
+from appfirst.streams.io import decode, encode, log, send, short_topic
 from appfirst.streams.topics import delivery_receipts, dispatcher_source
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback
 
@@ -72,7 +72,11 @@ async def dispatch(stream: Any) -> None:
             fb = await decode(event, Fallback, "dispatcher")
             out, kind = (_fallback_outbound(fb) if fb else None), "fallback"
             if fb is not None and out is None:
-                log.error("fallback without a usable mobile message_id=%s", fb.message_id)
+                log.error(
+                    "fallback without a usable mobile message_id=%s",
+                    fb.message_id,
+                    extra={"message_id": fb.message_id},
+                )
                 telemetry.fallbacks_undeliverable.inc()
         if out is None:
             continue
@@ -85,18 +89,31 @@ async def dispatch(stream: Any) -> None:
         try:
             provider_id = await sender().send(out)
         except ProviderRejected as exc:
-            log.error("provider rejected reference=%s status=%s", out.reference, exc.status)
+            log.error(
+                "provider rejected reference=%s status=%s",
+                out.reference,
+                exc.status,
+                extra={"message_id": out.message_id, "reference": out.reference},
+            )
             ledger[out.reference] = {"rejected": exc.status}
             await _failure_receipt(out)
             continue
         except SentUnconfirmed:
-            log.warning("send unconfirmed, not resent reference=%s", out.reference)
+            log.warning(
+                "send unconfirmed, not resent reference=%s",
+                out.reference,
+                extra={"message_id": out.message_id, "reference": out.reference},
+            )
             ledger[out.reference] = {"unconfirmed": True}
             continue
         except Exception:
             # Faust would count the event as processed; a message must never be dropped.
             # Crash-only: exit before the offset is committed; it is re-read on restart.
-            log.exception("unexpected error sending reference=%s; exiting", out.reference)
+            log.exception(
+                "unexpected error sending reference=%s; exiting",
+                out.reference,
+                extra={"message_id": out.message_id, "reference": out.reference},
+            )
             os._exit(70)
         ledger[out.reference] = {"provider_id": provider_id}
 
@@ -109,4 +126,4 @@ async def _failure_receipt(out: Outbound) -> None:
         occurred_at=clock.now(),
         leg="fallback" if out.reference != out.message_id else "primary",
     )
-    await delivery_receipts.send(key=out.message_id.encode(), value=encode(receipt))
+    await send(delivery_receipts, out.message_id.encode(), encode(receipt))

@@ -1,4 +1,5 @@
-"""``/healthz`` (the process is alive) and ``/readyz`` (group joined, tables recovered)."""
+"""``/healthz`` (the process is alive) and ``/readyz`` (group joined, tables recovered,
+broker reachable)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,28 @@ from typing import Any
 
 from faust import web
 
-from appfirst.streams.app import app
+from appfirst.probe import CachedCheck
+from appfirst.streams.app import app, settings
+
+BROKER_CHECK_TIMEOUT_SECONDS = 2.0
 
 
-def ready() -> tuple[bool, str]:
+async def _broker_answers() -> bool:
+    # A metadata round trip on the producer's own connections: it is what the worker's
+    # writes need, and costs the broker next to nothing.
+    producer: Any = app.producer
+    return bool(await producer._ensure_producer().client.force_metadata_update())
+
+
+broker_reachable = CachedCheck(
+    "broker",
+    _broker_answers,
+    ttl=settings.broker_check_seconds,
+    timeout=min(BROKER_CHECK_TIMEOUT_SECONDS, settings.broker_check_seconds),
+)
+
+
+async def ready() -> tuple[bool, str]:
     if app.rebalancing:
         return False, "rebalancing"
     recovery: Any = getattr(app.tables, "recovery", None)
@@ -22,6 +41,8 @@ def ready() -> tuple[bool, str]:
         return False, "loading broadcast tables"
     if not app.consumer.assignment():
         return False, "no partitions assigned"
+    if not await broker_reachable():
+        return False, "broker unreachable"
     return True, "ready"
 
 
@@ -34,5 +55,5 @@ class Health(web.View):
 @app.page("/readyz")
 class Ready(web.View):
     async def get(self, request: web.Request) -> web.Response:
-        ok, why = ready()
+        ok, why = await ready()
         return self.json({"status": why}, status=200 if ok else 503)

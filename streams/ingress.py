@@ -20,7 +20,7 @@ from appfirst import telemetry
 from appfirst.errors import DecodeError
 from appfirst.providers.callbacks import parse_nhs_app, parse_notify, parse_response
 from appfirst.streams.app import app, settings
-from appfirst.streams.io import encode
+from appfirst.streams.io import encode, send
 from appfirst.streams.topics import delivery_receipts, read_receipts, responses
 from appfirst.topics.models import DeliveryReceipt, ReadReceipt, Response
 
@@ -58,7 +58,7 @@ async def _ingest(
         topic = read_receipts
     else:
         topic = responses
-    await topic.send(key=event.message_id.encode(), value=encode(event))
+    await send(topic, event.message_id.encode(), encode(event))
     telemetry.callbacks.labels(provider, "ok").inc()
     return view.json({"status": "accepted"}, status=202)
 

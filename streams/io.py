@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from functools import cache
+from functools import cache, partial
 from typing import Any, TypeVar, cast
 
 from appfirst import telemetry
@@ -50,8 +51,32 @@ async def decode(event: Any, model: type[E], agent: str) -> E | None:
     except DecodeError as exc:
         await reject(message, exc.reason, agent)
         return None
-    telemetry.records_in.labels(short_topic(message.topic), "ok").inc()
+    count_in(event)
     return cast(E, decoded)
+
+
+def count_in(event: Any) -> None:
+    """One record read by one agent (a topic read by four agents counts four times)."""
+    telemetry.records_in.labels(short_topic(event.message.topic), "ok").inc()
+
+
+async def send(topic: Any, key: bytes | None, value: bytes, **options: Any) -> None:
+    """``topic.send``, counted in ``appfirst_records_out_total`` once the broker answers."""
+    name = short_topic(topic.get_topic_name())
+    try:
+        pending = await topic.send(key=key, value=value, **options)
+    except Exception:
+        telemetry.records_out.labels(name, "error").inc()
+        raise
+    if isinstance(pending, asyncio.Future):
+        pending.add_done_callback(partial(_sent, name))
+    else:  # already written (a producer that waits): nothing more to hear
+        telemetry.records_out.labels(name, "ok").inc()
+
+
+def _sent(topic: str, done: asyncio.Future[Any]) -> None:
+    failed = done.cancelled() or done.exception() is not None
+    telemetry.records_out.labels(topic, "error" if failed else "ok").inc()
 
 
 async def reject(message: Any, reason: str, agent: str) -> None:
@@ -69,7 +94,7 @@ async def reject(message: Any, reason: str, agent: str) -> None:
     )
     telemetry.records_in.labels(topic, "dead_letter").inc()
     telemetry.dead_letters.labels(topic, agent).inc()
-    # Never the value: it may hold an NHS number, a phone number or a body.
+    # Never the value nor the key: they may hold an NHS number, a phone number or a body.
     log.warning(
         "dead-letter topic=%s partition=%s offset=%s agent=%s reason=%s",
         topic,
@@ -77,5 +102,12 @@ async def reject(message: Any, reason: str, agent: str) -> None:
         message.offset,
         agent,
         reason,
+        extra={
+            "topic": topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "agent": agent,
+            "reason": reason,
+        },
     )
-    await dead_letter.send(key=key, value=encode(record))
+    await send(dead_letter, key, encode(record))

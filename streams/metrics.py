@@ -35,7 +35,7 @@ from appfirst.rules.pilot import (
 )
 from appfirst.rules.stats import Comparison, Practice, compare
 from appfirst.streams.app import app, clock, settings, table
-from appfirst.streams.io import decode, encode, short_topic
+from appfirst.streams.io import count_in, decode, encode, send, short_topic
 from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics, practice_stats
 from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
 
@@ -66,7 +66,7 @@ async def _emit(fact: Fact) -> None:
     # windowed table counts a read or response on the day its message went out.
     timestamp = london_day_timestamp(fact.dispatched_at)
     for key in fact.aggregate_keys():
-        await metric_facts.send(key=key.encode(), value=payload, timestamp=timestamp)
+        await send(metric_facts, key.encode(), payload, timestamp=timestamp)
 
 
 async def _observe(event: Any) -> tuple[str, FactKind, float, tuple[str, ...] | None] | None:
@@ -107,6 +107,7 @@ async def join_facts(stream: Any) -> None:
 @app.agent(metric_facts)
 async def aggregate(stream: Any) -> None:
     async for event in stream.events():
+        count_in(event)
         key = event.message.key.decode()
         fact = Fact(**json.loads(event.message.value))
         raw = stats_table.get(key)
@@ -162,13 +163,14 @@ async def snapshot_practices() -> None:
         value = json.dumps(snapshot, sort_keys=True)
         if _sent_snapshots.get(key) == value:
             continue
-        await practice_stats.send(key=message_type.encode(), value=value.encode())
+        await send(practice_stats, message_type.encode(), value.encode())
         _sent_snapshots[key] = value
 
 
 @app.agent(practice_stats)
 async def collect(stream: Any) -> None:
     async for event in stream.events():
+        count_in(event)
         message_type = event.message.key.decode()
         snapshot = json.loads(event.message.value)
         current = dict(practice_table.get(message_type) or {"practices": {}})
@@ -282,7 +284,7 @@ async def publish() -> None:
                     fallbacks=counts.fallbacks,
                     updated_at=now,
                 )
-                await pilot_metrics.send(key=metric_key.encode(), value=encode(metric))
+                await send(pilot_metrics, metric_key.encode(), encode(metric))
                 _published[metric_key] = current
             rows = practice_rows(practices, horizon)
             comparison_key = f"comparison|{message_type}|{horizon}"
@@ -290,7 +292,7 @@ async def publish() -> None:
             if _published.get(comparison_key) == fingerprint:
                 continue
             comparison = comparison_metric(message_type, horizon, compare(rows), now)
-            await pilot_metrics.send(key=comparison_key.encode(), value=encode(comparison))
+            await send(pilot_metrics, comparison_key.encode(), encode(comparison))
             _published[comparison_key] = fingerprint
         for (arm, day), row in sorted(daily_totals(raw.get("days") or {}).items()):
             trend_key = f"trend|{arm}|{message_type}|{day}"
@@ -309,5 +311,5 @@ async def publish() -> None:
                 responded=responded,
                 updated_at=now,
             )
-            await pilot_metrics.send(key=trend_key.encode(), value=encode(trend))
+            await send(pilot_metrics, trend_key.encode(), encode(trend))
             _published[trend_key] = row

@@ -26,7 +26,7 @@ from appfirst.rules import fallback as rules
 from appfirst.rules.contact import sms_fragments
 from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
 from appfirst.streams.app import app, clock, deadlines, settings, table
-from appfirst.streams.io import decode, encode, log, short_topic
+from appfirst.streams.io import decode, encode, log, send, short_topic
 from appfirst.streams.topics import fallbacks, tracker_source
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, FallbackReason, ReadReceipt
 
@@ -221,11 +221,16 @@ async def _sweep_partition(partition: int, until: float, now: float | None = Non
         emitted_at = due_at if now is None else datetime.fromtimestamp(now, UTC)
         emitted_at = max(emitted_at, due_at)
         fallback = _fallback(state, reason, due_at, emitted_at)
-        await fallbacks.send(key=message_id.encode(), value=encode(fallback))
+        await send(fallbacks, message_id.encode(), encode(fallback))
         _emitted[message_id] = (partition, time.monotonic())
         telemetry.fallbacks.labels(reason).inc()
         telemetry.fallback_lateness.observe((emitted_at - due_at).total_seconds())
-        log.info("fallback message_id=%s reason=%s", message_id, reason)
+        log.info(
+            "fallback message_id=%s reason=%s",
+            message_id,
+            reason,
+            extra={"message_id": message_id, "reason": reason},
+        )
 
 
 def _fallback(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
+from appfirst import logs
 from appfirst.streams import (
     contactability,
     dispatcher,
+    exporter,
     health,
     ingress,
     metrics,
@@ -17,7 +18,7 @@ from appfirst.streams import (
 )
 from appfirst.streams.app import app, settings
 
-AGENT_MODULES = (router, contactability, tracker, metrics, dispatcher, ingress, health)
+AGENT_MODULES = (router, contactability, tracker, metrics, dispatcher, ingress, health, exporter)
 
 
 def run() -> None:
@@ -37,6 +38,14 @@ def run() -> None:
         asyncio.set_event_loop(loop)
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         pass
-    worker = faust.Worker(app, loglevel=settings.log_level, loop=loop)
-    logging.getLogger("appfirst").setLevel(settings.log_level.upper())
+    # Faust re-configures logging as it starts: hand it ours (JSON lines, redaction). Quiet
+    # and without its spinner, it prints nothing that is not a log record.
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        logging_config=logs.config(settings.log_level),
+        quiet=True,
+        loop=loop,
+    )
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -13,8 +14,16 @@ import click
 
 
 @click.group()
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """appfirst: NHS App first, SMS as the safety net."""
+    # The demo's console is for people (its processes log JSON to their files); every
+    # other command logs JSON lines to stderr. Read from the environment, not Settings, so
+    # that `appfirst broker` runs whatever else is set.
+    if ctx.invoked_subcommand != "demo":
+        from appfirst.logs import configure
+
+        configure(os.environ.get("APPFIRST_LOG_LEVEL", "info"))
 
 
 @main.command()
@@ -97,7 +106,9 @@ def simulator(host: str, port: int, callback_url: str, scenario_path: str | None
 
     async def _run() -> None:
         runner = await serve(sim, host, port)
-        click.echo(f"simulator listening: http://{host}:{port}")
+        url = f"http://{host}:{port}"
+        # A log line, like everything else this service writes (JSON, see appfirst/logs.py).
+        logging.getLogger("appfirst.simulator").info("simulator listening: %s", url)
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -203,3 +214,38 @@ def demo(messages: int, seconds: float, drain: float, seed: int) -> None:
     from appfirst.demo.run import run_demo
 
     sys.exit(run_demo(messages=messages, seconds=seconds, drain=drain, seed=seed))
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="Where to write the document; - is standard output.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "yaml"]),
+    default=None,
+    help="Default: yaml if --out ends in .yaml or .yml, else json. YAML needs PyYAML.",
+)
+def asyncapi(out: str, fmt: str | None) -> None:
+    """Write the AsyncAPI 3.0 document of every topic (APPFIRST_TOPIC_PREFIX applies)."""
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    from appfirst.settings import get_settings
+    from appfirst.topics.asyncapi import document_for, render
+
+    if fmt is None:
+        fmt = "yaml" if out.endswith((".yaml", ".yml")) else "json"
+    if fmt == "yaml" and find_spec("yaml") is None:
+        raise click.UsageError("--format yaml needs PyYAML, which is not installed: use json")
+    text = render(document_for(get_settings()), "yaml" if fmt == "yaml" else "json")
+    if out == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(f"AsyncAPI document written: {out}")

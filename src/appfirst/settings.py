@@ -35,14 +35,30 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, description="partitions of every keyed topic")
     replication_factor: int = Field(default=1, ge=1)
     session_timeout_seconds: float = Field(default=10, gt=0)
-    sweep_interval_seconds: float = Field(default=1.0, gt=0)
+    sweep_interval_seconds: float = Field(default=0.25, gt=0)
     allowed_lateness_seconds: float = Field(
         default=5.0, ge=0, description="how far out of time order receipts may arrive"
     )
     clock: Literal["live", "replay"] = "live"
     metrics_publish_seconds: float = Field(default=2.0, gt=0)
+    producer_linger_seconds: float = Field(
+        default=0.005, ge=0, description="how long output waits to be batched with more"
+    )
+    route_batch: int = Field(default=500, ge=1, description="send requests routed per flush")
+    route_within: float = Field(
+        default=0.005, gt=0, description="seconds a batch waits to fill before routing"
+    )
+    commit_interval_seconds: float = Field(
+        default=2.8, gt=0, description="how often processed offsets are committed (Faust's)"
+    )
     metric_trend_days: int = Field(
         default=56, ge=1, description="days of daily trend kept (windows expire after)"
+    )
+    broker_check_seconds: float = Field(
+        default=5.0, gt=0, description="how long /readyz reuses its broker check's answer"
+    )
+    consumer_lag_seconds: float = Field(
+        default=5.0, gt=0, description="how often appfirst_consumer_lag is refreshed"
     )
     data_dir: str = "var/appfirst"
     simulator_url: str = "http://127.0.0.1:8900"

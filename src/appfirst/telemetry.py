@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TypeVar
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 registry: CollectorRegistry = REGISTRY
@@ -10,6 +13,19 @@ records_in = Counter(
     "appfirst_records_in_total",
     "Records read, by topic and outcome",
     ["topic", "outcome"],
+    registry=registry,
+)
+records_out = Counter(
+    "appfirst_records_out_total",
+    "Records produced, by topic and outcome (ok: acknowledged by the broker; error: failed)",
+    ["topic", "outcome"],
+    registry=registry,
+)
+consumer_lag = Gauge(
+    "appfirst_consumer_lag",
+    "Records not yet committed by this worker's group: end offset minus committed offset, "
+    "for the partitions this worker owns",
+    ["topic", "partition"],
     registry=registry,
 )
 dead_letters = Counter(
@@ -75,3 +91,26 @@ callbacks = Counter(
     ["provider", "outcome"],
     registry=registry,
 )
+
+
+P = TypeVar("P", bound=Hashable)
+
+
+def lags(
+    owned: Iterable[P],
+    highwater: Mapping[P, int | None],
+    committed: Mapping[P, int | None],
+    earliest: Mapping[P, int],
+) -> dict[P, int]:
+    """Records not yet committed per partition whose end offset is known. Where the group
+    has committed nothing it reads from the earliest offset (``auto_offset_reset``), so
+    the lag counts from there, not from 0 (retention may have removed the first records).
+    """
+    result = {}
+    for partition in owned:
+        end = highwater.get(partition)
+        if end is None:
+            continue  # not fetched yet: no end offset to compare with
+        start = committed.get(partition) or earliest.get(partition, 0)
+        result[partition] = max(0, end - start)
+    return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import tempfile
 from collections import Counter
@@ -57,7 +58,8 @@ def demo_env(broker: str, web_port: int, sim_port: int, data_dir: str) -> dict[s
         # ours are raised together (the defaults, 20/s and 3,000/min, are the real ones).
         "APPFIRST_NHS_APP_RATE_PER_SECOND": str(DEMO_NHS_APP_RATE),
         "APPFIRST_NOTIFY_RATE_PER_MINUTE": str(DEMO_NOTIFY_RATE),
-        "APPFIRST_LOG_LEVEL": "warning",
+        # Quiet logs by default; APPFIRST_LOG_LEVEL=info shows each fallback by message id.
+        "APPFIRST_LOG_LEVEL": os.environ.get("APPFIRST_LOG_LEVEL", "warning"),
     }
 
 

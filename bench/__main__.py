@@ -1,0 +1,165 @@
+"""``make bench``: every measurement of the performance issue, one table, one JSON file.
+
+    python -m bench [--messages N] [--pending N] [--quick]
+
+Figures on a shared 2-core machine are noisy: each target is a ratio measured in one run
+or a bound with a wide margin. Results go to ``bench/results/<UTC time>.json`` and
+``bench/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from appfirst.broker import EmbeddedBroker
+
+from . import scenarios
+from .loads import Traffic
+
+RESULTS = Path(__file__).parent / "results"
+NATIONAL_DAY_NHS_APP = 3_400_000
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--messages", type=int, default=20_000, help="pipeline and scale-out load")
+    p.add_argument("--pending", type=int, default=100_000, help="deadlines waiting")
+    p.add_argument("--due", type=int, default=2_000, help="fallbacks measured for lateness")
+    p.add_argument("--rate", type=float, default=2_000, help="routing latency offered load /s")
+    p.add_argument("--rate-seconds", type=float, default=10)
+    p.add_argument("--replay-sample", type=int, default=20_000, help="messages of the day")
+    p.add_argument("--quick", action="store_true", help="a tenth of every size (smoke run)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these measurements")
+    return p.parse_args()
+
+
+async def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    scale = 0.1 if args.quick else 1.0
+    messages = max(500, int(args.messages * scale))
+    workdir = Path(tempfile.mkdtemp(prefix="appfirst-bench-"))
+    console.print(f"[bold]appfirst bench[/] logs in {workdir}")
+    results: dict[str, Any] = {}
+    wanted = set(args.only or ["pipeline", "latency", "deadlines", "scaleout", "replay"])
+    with EmbeddedBroker() as broker:
+        traffic = Traffic(messages).build()
+        if "pipeline" in wanted or "scaleout" in wanted:
+            console.print(f"pipeline: {messages:,} messages ({traffic.external_events:,} events)")
+            results["pipeline"] = await scenarios.pipeline(broker.url, workdir, traffic)
+            console.print(f"  {results['pipeline']['events_per_second']:,.0f} events/s")
+            results["bare"] = await scenarios.bare(broker.url, workdir, traffic)
+            console.print(f"  bare Faust: {results['bare']['events_per_second']:,.0f} events/s")
+        if "scaleout" in wanted:
+            console.print("scale-out: two workers on the same load")
+            results["scaleout"] = await scenarios.pipeline(broker.url, workdir, traffic, workers=2)
+        if "latency" in wanted:
+            console.print(f"routing latency at {args.rate:,.0f} messages/s")
+            results["latency"] = await scenarios.routing_latency(
+                broker.url, workdir, args.rate, args.rate_seconds * scale
+            )
+        if "deadlines" in wanted:
+            pending = max(1000, int(args.pending * scale))
+            console.print(f"deadlines: {pending:,} pending, {args.due:,} falling due")
+            results["deadlines"] = await scenarios.deadlines(
+                broker.url, workdir, pending, args.due, (20.0, 50.0)
+            )
+        if "replay" in wanted:
+            sample = max(1000, int(args.replay_sample * scale))
+            day = int(NATIONAL_DAY_NHS_APP / scenarios_share())
+            console.print(f"replay: {sample:,} messages of a national day of {day:,}")
+            results["replay"] = await scenarios.replay(broker.url, workdir, sample, day)
+    return results
+
+
+def scenarios_share() -> float:
+    from .loads import NHS_APP_SHARE
+
+    return NHS_APP_SHARE
+
+
+def table(results: dict[str, Any]) -> Table:
+    t = Table(title="appfirst bench", title_justify="left")
+    t.add_column("measurement")
+    t.add_column("result", justify="right")
+    t.add_column("target", justify="right")
+    t.add_column("", justify="center")
+
+    def row(name: str, value: str, target: str, ok: bool | None) -> None:
+        t.add_row(name, value, target, "-" if ok is None else ("met" if ok else "[red]missed[/]"))
+
+    p, b = results.get("pipeline"), results.get("bare")
+    if p and b:
+        ratio = p["events_per_second"] / b["events_per_second"]
+        row("pipeline messages/s", f"{p['messages_per_second']:,.0f}", "", None)
+        row("pipeline events/s", f"{p['events_per_second']:,.0f}", "", None)
+        row("bare Faust events/s (decode only)", f"{b['events_per_second']:,.0f}", "", None)
+        row("pipeline / bare", f"{ratio:.2f}", ">= 0.6", ratio >= 0.6)
+    if lat := results.get("latency"):
+        row(
+            f"routing p50 / p99 at {lat['offered_per_second']:,.0f}/s",
+            f"{lat['p50_seconds'] * 1000:,.0f} / {lat['p99_seconds'] * 1000:,.0f} ms",
+            "p99 <= 50 ms",
+            lat["p99_seconds"] <= 0.05,
+        )
+    if d := results.get("deadlines"):
+        row(
+            f"fallback lateness p50 / p99 / max ({d['pending']:,} pending)",
+            f"{d['lateness_p50_seconds']:.2f} / {d['lateness_p99_seconds']:.2f} / "
+            f"{d['lateness_max_seconds']:.2f} s",
+            "p99 <= 1 s",
+            d["lateness_p99_seconds"] <= 1,
+        )
+        row("early fallbacks", str(d["early_fallbacks"]), "0", d["early_fallbacks"] == 0)
+        row(
+            "RSS per pending deadline",
+            f"{d['rss_bytes_per_pending']:,.0f} B",
+            "<= 500 B",
+            d["rss_bytes_per_pending"] <= 500,
+        )
+        row("deadline intake", f"{d['ingest_per_second']:,.0f}/s", "", None)
+    if (s := results.get("scaleout")) and p:
+        ratio = s["events_per_second"] / p["events_per_second"]
+        row("scale-out: 2 workers / 1", f"{ratio:.2f}", ">= 1.5", ratio >= 1.5)
+    if r := results.get("replay"):
+        row("replay events/s", f"{r['events_per_second']:,.0f}", "", None)
+        row(
+            f"national day ({r['day_messages']:,} messages), projected",
+            f"{r['projected_day_seconds'] / 60:,.0f} min ({r['times_real_time']:.1f}x real time)",
+            "< 60 min",
+            r["projected_day_seconds"] < 3600,
+        )
+    return t
+
+
+def main() -> None:
+    args = _args()
+    console = Console()
+    started = time.perf_counter()
+    results = asyncio.run(_run(args, console))
+    results["meta"] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seconds": time.perf_counter() - started,
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "cpus": __import__("os").cpu_count(),
+        "args": vars(args),
+    }
+    console.print(table(results))
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for path in (RESULTS / f"{stamp}.json", RESULTS / "latest.json"):
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    console.print(f"results: {RESULTS / 'latest.json'} ({results['meta']['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

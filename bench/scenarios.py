@@ -1,0 +1,259 @@
+"""The measurements of ``make bench``, each on its own topic prefix of one embedded broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .harness import Bench, cpu_seconds, rss_bytes, wait_caught_up
+from .loads import Traffic
+
+# What the worker's consumer group reads (the broadcast tables read outside the group).
+WORKER_TOPICS = (
+    "send-requests",
+    "eligibility",
+    "practice-settings",
+    "router-by-patient",
+    "dispatches",
+    "delivery-receipts",
+    "read-receipts",
+    "responses",
+    "fallbacks",
+    "metric-facts",
+    "practice-stats",
+)
+SETUP_TOPICS = ("practice-settings", "eligibility")
+LOAD_TOPICS = ("send-requests", "delivery-receipts", "read-receipts", "responses")
+
+
+async def _load(bench: Bench, traffic: Traffic, topics: tuple[str, ...]) -> int:
+    sent = await asyncio.gather(*(bench.produce(t, traffic.topics[t]) for t in topics))
+    return sum(sent)
+
+
+async def pipeline(
+    broker: str, workdir: Path, traffic: Traffic, workers: int = 1
+) -> dict[str, Any]:
+    """Router, tracker, metrics (and the dispatcher, off) on the whole load, from the
+    moment it starts arriving until the group has committed every record."""
+    bench = Bench(broker, f"pipe{workers}.", workdir)
+    group = f"{bench.prefix}worker"
+    try:
+        await bench.create_topics()
+        await _load(bench, traffic, SETUP_TOPICS)
+        ports = [bench.start_worker(f"pipeline-{workers}-{i}.log")[1] for i in range(workers)]
+        for port in ports:
+            await bench.wait_ready(port)
+        await wait_caught_up(bench.settings, group, SETUP_TOPICS, timeout=120)
+        cpu0 = sum(cpu_seconds(p.pid) for p in bench.procs)
+        start = time.perf_counter()
+        events = await _load(bench, traffic, LOAD_TOPICS)
+        end = await wait_caught_up(bench.settings, group, WORKER_TOPICS, timeout=900)
+        cpu = sum(cpu_seconds(p.pid) for p in bench.procs) - cpu0
+        seconds = end - start
+        return {
+            "workers": workers,
+            "messages": traffic.messages,
+            "events": events,
+            "seconds": seconds,
+            "messages_per_second": traffic.messages / seconds,
+            "events_per_second": events / seconds,
+            "worker_cpu_seconds": cpu,
+            "rss_bytes": [rss_bytes(p.pid) for p in bench.procs],
+        }
+    finally:
+        bench.stop_all()
+
+
+async def bare(broker: str, workdir: Path, traffic: Traffic) -> dict[str, Any]:
+    """The same events through a Faust agent that only decodes them."""
+    bench = Bench(broker, "bare.", workdir)
+    group = f"{bench.prefix}bare"
+    topics = SETUP_TOPICS + LOAD_TOPICS
+    try:
+        await bench.create_topics()
+        await _load(bench, traffic, SETUP_TOPICS)
+        bench.start_module("bench.bare", "bare.log")
+        await wait_caught_up(bench.settings, group, SETUP_TOPICS, timeout=120)
+        start = time.perf_counter()
+        events = await _load(bench, traffic, LOAD_TOPICS)
+        end = await wait_caught_up(bench.settings, group, topics, timeout=900)
+        seconds = end - start
+        return {"events": events, "seconds": seconds, "events_per_second": events / seconds}
+    finally:
+        bench.stop_all()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _read_new(
+    bench: Bench, topic: str, want: int, timeout: float, since: dict[Any, int] | None = None
+) -> list[Any]:
+    """The next ``want`` records of a topic (from ``since`` offsets, else the start)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bench.settings.bootstrap, group_id=None)
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        name = bench.settings.topic(topic)
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, (since or {}).get(tp, 0))
+        deadline = time.perf_counter() + timeout
+        while len(found) < want and time.perf_counter() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                found.extend(records)
+    finally:
+        await consumer.stop()
+    if len(found) < want:
+        raise TimeoutError(f"{topic}: {len(found)} of {want} records after {timeout:.0f} s")
+    return found
+
+
+async def _end_offsets(bench: Bench, topic: str) -> dict[Any, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bench.settings.bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        name = bench.settings.topic(topic)
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def routing_latency(
+    broker: str, workdir: Path, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Send request to dispatch, at a fixed offered load: each request is stamped as it is
+    produced, each dispatch by the broker's record time (the worker's produce time)."""
+    from .loads import paced_requests
+
+    bench = Bench(broker, "lat.", workdir)
+    traffic = Traffic(0).build()
+    try:
+        await bench.create_topics()
+        await _load(bench, traffic, SETUP_TOPICS)
+        _, port = bench.start_worker("latency.log")
+        await bench.wait_ready(port)
+        await wait_caught_up(bench.settings, f"{bench.prefix}worker", SETUP_TOPICS, timeout=120)
+        count = int(rate * seconds)
+        produced = await bench.produce_paced("send-requests", paced_requests(count), rate)
+        records = await _read_new(bench, "dispatches", count, timeout=600)
+        latencies = []
+        for record in records:
+            sent_ms = produced.get(record.key)
+            if sent_ms is not None:
+                latencies.append((record.timestamp - sent_ms) / 1000)
+        return {
+            "offered_per_second": rate,
+            "messages": count,
+            "p50_seconds": _percentile(latencies, 0.5),
+            "p99_seconds": _percentile(latencies, 0.99),
+            "max_seconds": max(latencies),
+        }
+    finally:
+        bench.stop_all()
+
+
+async def deadlines(
+    broker: str, workdir: Path, pending: int, due: int, window: tuple[float, float]
+) -> dict[str, Any]:
+    """Fallback timeliness and memory with ``pending`` deadlines waiting: the worker takes
+    them in, then ``due`` more fall due while they wait."""
+    from .loads import pending_dispatches
+
+    bench = Bench(broker, "dl.", workdir)
+    group = f"{bench.prefix}worker"
+    deadline = 3600.0
+    try:
+        await bench.create_topics()
+        proc, port = bench.start_worker("deadlines.log")
+        await bench.wait_ready(port)
+        await asyncio.sleep(2)
+        base = rss_bytes(proc.pid)
+        start = time.perf_counter()
+        # Pending ones fall due after an hour or more: none within the run.
+        await bench.produce(
+            "dispatches", pending_dispatches(pending, (3600, 7200), now(), deadline, "pending")
+        )
+        await wait_caught_up(bench.settings, group, ("dispatches",), timeout=3600)
+        ingest = time.perf_counter() - start
+        await asyncio.sleep(3)
+        loaded = rss_bytes(proc.pid)
+        before = await _end_offsets(bench, "fallbacks")
+        await bench.produce("dispatches", pending_dispatches(due, window, now(), deadline, "due"))
+        records = await _read_new(bench, "fallbacks", due, timeout=window[1] + 120, since=before)
+        from appfirst.codecs import Decoder
+        from appfirst.topics.models import Fallback
+
+        decoder = Decoder(Fallback)
+        lateness = []
+        for record in records:
+            fb = decoder.decode(record.value)
+            lateness.append((fb.emitted_at - fb.due_at).total_seconds())
+        return {
+            "pending": pending,
+            "ingest_seconds": ingest,
+            "ingest_per_second": pending / ingest,
+            "fallbacks_measured": len(lateness),
+            "lateness_p50_seconds": _percentile(lateness, 0.5),
+            "lateness_p99_seconds": _percentile(lateness, 0.99),
+            "lateness_max_seconds": max(lateness),
+            "early_fallbacks": sum(1 for x in lateness if x < 0),
+            "rss_baseline_bytes": base,
+            "rss_loaded_bytes": loaded,
+            "rss_bytes_per_pending": (loaded - base) / pending,
+        }
+    finally:
+        bench.stop_all()
+
+
+async def replay(broker: str, workdir: Path, sample: int, day_messages: int) -> dict[str, Any]:
+    """A recorded day in replay mode: ``sample`` messages drawn evenly from a day of
+    ``day_messages`` (dispatches and their receipts, in time order per topic); the time
+    for the whole day is the sample's time scaled by day_messages / sample."""
+    from .loads import recorded_day
+
+    bench = Bench(broker, "replay.", workdir, extra={"APPFIRST_CLOCK": "replay"})
+    group = f"{bench.prefix}worker"
+    day = recorded_day(sample, now())
+    try:
+        await bench.create_topics()
+        events = 0
+        for topic, records in day.items():
+            events += await bench.produce(topic, records)
+        _, port = bench.start_worker("replay.log")
+        start = time.perf_counter()
+        await bench.wait_ready(port)
+        end = await wait_caught_up(bench.settings, group, tuple(day), timeout=3600)
+        seconds = end - start
+        per_second = events / seconds
+        day_seconds = seconds * day_messages / sample
+        return {
+            "sample_messages": sample,
+            "events": events,
+            "seconds": seconds,
+            "events_per_second": per_second,
+            "day_messages": day_messages,
+            "projected_day_seconds": day_seconds,
+            "times_real_time": 86400 / day_seconds,
+        }
+    finally:
+        bench.stop_all()

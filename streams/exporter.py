@@ -1,0 +1,83 @@
+"""``/metrics`` for Prometheus, and the consumer lag it shows.
+
+Lag is end offset (highwater) minus committed offset, per partition of every topic an agent
+reads, for the partitions this worker owns: summed over the group's workers it is the
+group's lag, with no partition counted twice. A worker that loses a partition stops
+reporting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from faust import web
+from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from appfirst import telemetry
+from appfirst.streams.app import app, settings
+from appfirst.streams.io import log, short_topic
+
+EARLIEST_TIMEOUT = 2.0
+_reported: set[tuple[str, str]] = set()
+
+
+def source_topics() -> set[str]:
+    """Full names of the topics our agents read (not table changelogs)."""
+    return {name for agent in app.agents.values() for name in getattr(agent.channel, "topics", ())}
+
+
+async def _earliest(consumer: Any, partitions: list[TP]) -> Mapping[TP, int]:
+    if not partitions:
+        return {}
+    try:
+        found = await asyncio.wait_for(consumer.earliest_offsets(*partitions), EARLIEST_TIMEOUT)
+    except Exception:  # the lag is then counted from offset 0, until the next refresh
+        return {}
+    return {tp: offset for tp, offset in found.items() if isinstance(offset, int)}
+
+
+def _highwater(consumer: Any, tp: TP) -> int | None:
+    try:
+        end = consumer.highwater(tp)
+    except Exception:  # revoked between reading the assignment and asking
+        return None
+    return end if isinstance(end, int) else None
+
+
+@app.timer(interval=settings.consumer_lag_seconds)  # type: ignore[untyped-decorator]
+async def refresh_consumer_lag() -> None:
+    if app.rebalancing:
+        return
+    sources = source_topics()
+    owned = {tp for tp in app.assignor.assigned_actives() if tp.topic in sources}
+    consumer: Any = app.consumer
+    # Faust's own record of what it committed for each partition (set on assignment from
+    # the broker, then on every commit): reading it costs no round trip.
+    committed: Mapping[TP, int | None] = getattr(consumer, "_committed_offset", {})
+    highwater = {tp: _highwater(consumer, tp) for tp in owned}
+    # Only a partition with records and no commit yet needs asking (a broker round trip).
+    uncommitted = [tp for tp in owned if not committed.get(tp) and (highwater.get(tp) or 0) > 0]
+    earliest = await _earliest(consumer, uncommitted)
+    current: set[tuple[str, str]] = set()
+    for tp, lag in telemetry.lags(owned, highwater, dict(committed), earliest).items():
+        labels = (short_topic(tp.topic), str(tp.partition))
+        telemetry.consumer_lag.labels(*labels).set(lag)
+        current.add(labels)
+    for labels in _reported - current:
+        try:
+            telemetry.consumer_lag.remove(*labels)
+        except KeyError:
+            log.debug("lag series %s already gone", labels)
+    _reported.clear()
+    _reported.update(current)
+
+
+@app.page("/metrics")
+class Metrics(web.View):
+    async def get(self, request: web.Request) -> web.Response:
+        body = generate_latest(telemetry.registry)
+        # Passed as a header: aiohttp refuses a content_type argument with a charset in it.
+        return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
