@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 
 from appfirst.clock import Clock, WallClock
 from appfirst.rules.routing import Deadlines
@@ -38,10 +34,7 @@ app = faust.App(
     datadir=settings.data_dir,
     producer_acks=-1,
     broker_commit_interval=settings.commit_interval_seconds,
-    # Every table write and output is a record; sent one request each, producing costs more
-    # CPU than our own code. A few milliseconds of linger batches them.
     producer_linger=settings.producer_linger_seconds,
-    producer_max_batch_size=256 * 1024,
     # Tansu's list-offsets can trail the offsets a producer was just given; with the memory
     # store a table kept across a rebalance would then trip Faust's check and crash the
     # worker. Apache Kafka never trails; the check guards on-disk stores we do not use yet.
@@ -56,19 +49,6 @@ app = faust.App(
     web_port=settings.web_port,
     web_in_thread=False,
 )
-
-
-@contextmanager
-def acting_for(event: Any) -> Iterator[None]:
-    """Table writes inside go to ``event``'s partition of the changelog. Faust takes the
-    partition from the stream's current event, which in a batch (``take_events``) is the
-    batch's last; a key written under another partition would be lost to the worker that
-    owns it after a rebalance."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def table(name: str) -> Any:
