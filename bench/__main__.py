@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import tempfile
 import time
@@ -25,7 +26,7 @@ from rich.table import Table
 from appfirst.broker import EmbeddedBroker
 
 from . import scenarios
-from .loads import Traffic
+from .loads import NHS_APP_SHARE, Traffic
 
 RESULTS = Path(__file__).parent / "results"
 NATIONAL_DAY_NHS_APP = 3_400_000
@@ -75,16 +76,10 @@ async def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             )
         if "replay" in wanted:
             sample = max(1000, int(args.replay_sample * scale))
-            day = int(NATIONAL_DAY_NHS_APP / scenarios_share())
+            day = int(NATIONAL_DAY_NHS_APP / NHS_APP_SHARE)
             console.print(f"replay: {sample:,} messages of a national day of {day:,}")
             results["replay"] = await scenarios.replay(broker.url, workdir, sample, day)
     return results
-
-
-def scenarios_share() -> float:
-    from .loads import NHS_APP_SHARE
-
-    return NHS_APP_SHARE
 
 
 def table(results: dict[str, Any]) -> Table:
@@ -150,7 +145,7 @@ def main() -> None:
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": time.perf_counter() - started,
         "machine": f"{platform.machine()}, {platform.python_version()}",
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
         "args": vars(args),
     }
     console.print(table(results))

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,6 +162,12 @@ class Bench:
         self.procs.clear()
 
 
+async def partitions(consumer: AIOKafkaConsumer, name: str) -> list[TopicPartition]:
+    """Every partition of a topic, with fresh metadata (topics are created just before)."""
+    await consumer._client.force_metadata_update()
+    return [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+
+
 async def lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
     """Records of ``topics`` the group has not committed yet. (Tansu answers the admin
     client's OffsetFetch in a shape aiokafka cannot read; a consumer's ``committed`` works.)
@@ -172,12 +178,7 @@ async def lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
     )
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        tps = [
-            TopicPartition(name, p)
-            for name in names
-            for p in sorted(consumer.partitions_for_topic(name) or ())
-        ]
+        tps = [tp for name in names for tp in await partitions(consumer, name)]
         ends = await consumer.end_offsets(tps)
         behind = 0
         for tp, end in ends.items():
@@ -211,10 +212,3 @@ def rss_bytes(pid: int) -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def merged(*envs: Mapping[str, str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for env in envs:
-        out.update(env)
-    return out

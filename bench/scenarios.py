@@ -8,8 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .harness import Bench, cpu_seconds, rss_bytes, wait_caught_up
-from .loads import Traffic
+from aiokafka import AIOKafkaConsumer
+
+from appfirst.codecs import Decoder
+from appfirst.topics.models import Fallback
+
+from .harness import Bench, cpu_seconds, partitions, rss_bytes, wait_caught_up
+from .loads import Traffic, paced_requests, pending_dispatches, recorded_day
 
 # What the worker's consumer group reads (the broadcast tables read outside the group).
 WORKER_TOPICS = (
@@ -95,15 +100,11 @@ async def _read_new(
     bench: Bench, topic: str, want: int, timeout: float, since: dict[Any, int] | None = None
 ) -> list[Any]:
     """The next ``want`` records of a topic (from ``since`` offsets, else the start)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=bench.settings.bootstrap, group_id=None)
     await consumer.start()
     found: list[Any] = []
     try:
-        name = bench.settings.topic(topic)
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        tps = await partitions(consumer, bench.settings.topic(topic))
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, (since or {}).get(tp, 0))
@@ -120,14 +121,10 @@ async def _read_new(
 
 
 async def _end_offsets(bench: Bench, topic: str) -> dict[Any, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     consumer = AIOKafkaConsumer(bootstrap_servers=bench.settings.bootstrap, group_id=None)
     await consumer.start()
     try:
-        name = bench.settings.topic(topic)
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
+        tps = await partitions(consumer, bench.settings.topic(topic))
         return dict(await consumer.end_offsets(tps))
     finally:
         await consumer.stop()
@@ -143,8 +140,6 @@ async def routing_latency(
 ) -> dict[str, Any]:
     """Send request to dispatch, at a fixed offered load: each request is stamped as it is
     produced, each dispatch by the broker's record time (the worker's produce time)."""
-    from .loads import paced_requests
-
     bench = Bench(broker, "lat.", workdir)
     traffic = Traffic(0).build()
     try:
@@ -177,8 +172,6 @@ async def deadlines(
 ) -> dict[str, Any]:
     """Fallback timeliness and memory with ``pending`` deadlines waiting: the worker takes
     them in, then ``due`` more fall due while they wait."""
-    from .loads import pending_dispatches
-
     bench = Bench(broker, "dl.", workdir)
     group = f"{bench.prefix}worker"
     deadline = 3600.0
@@ -200,9 +193,6 @@ async def deadlines(
         before = await _end_offsets(bench, "fallbacks")
         await bench.produce("dispatches", pending_dispatches(due, window, now(), deadline, "due"))
         records = await _read_new(bench, "fallbacks", due, timeout=window[1] + 120, since=before)
-        from appfirst.codecs import Decoder
-        from appfirst.topics.models import Fallback
-
         decoder = Decoder(Fallback)
         lateness = []
         for record in records:
@@ -229,8 +219,6 @@ async def replay(broker: str, workdir: Path, sample: int, day_messages: int) -> 
     """A recorded day in replay mode: ``sample`` messages drawn evenly from a day of
     ``day_messages`` (dispatches and their receipts, in time order per topic); the time
     for the whole day is the sample's time scaled by day_messages / sample."""
-    from .loads import recorded_day
-
     bench = Bench(broker, "replay.", workdir, extra={"APPFIRST_CLOCK": "replay"})
     group = f"{bench.prefix}worker"
     day = recorded_day(sample, now())
