@@ -14,11 +14,22 @@ from appfirst.streams import (
     ingress,
     metrics,
     router,
+    taskdump,
     tracker,
 )
 from appfirst.streams.app import app, settings
 
-AGENT_MODULES = (router, contactability, tracker, metrics, dispatcher, ingress, health, exporter)
+AGENT_MODULES = (
+    router,
+    contactability,
+    tracker,
+    metrics,
+    dispatcher,
+    ingress,
+    health,
+    exporter,
+    taskdump,
+)
 
 
 def run() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -165,6 +166,10 @@ class Stack:
 
     async def read_raw(self, topic: str) -> list[bytes]:
         """Every value on a topic as bytes, as written."""
+        return [r.value for r in await self.read_records(topic)]
+
+    async def read_records(self, topic: str) -> list[Any]:
+        """Every record on a topic (aiokafka ``ConsumerRecord``: partition, offset, value)."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None)
         await consumer.start()
         try:
@@ -173,13 +178,13 @@ class Stack:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            values: list[bytes] = []
+            values: list[Any] = []
             while True:
                 positions = [await consumer.position(tp) for tp in tps]
                 if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
                     return values
                 for records in (await consumer.getmany(timeout_ms=500)).values():
-                    values += [r.value for r in records]
+                    values += records
         finally:
             await consumer.stop()
 
@@ -206,6 +211,38 @@ class Stack:
                     keys |= {json.loads(r.key) for r in records if r.key}
         finally:
             await consumer.stop()
+
+    async def group_progress(self, topic: str) -> dict[int, tuple[int | None, int]]:
+        """Per partition of ``topic``: the workers' committed offset and the end offset."""
+        group = f"{self.prefix}worker"
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            name = self.settings.topic(topic)
+            tps = [TopicPartition(name, p) for p in range(self.settings.partitions)]
+            ends = await consumer.end_offsets(tps)
+            return {tp.partition: (await consumer.committed(tp), ends[tp]) for tp in tps}
+        finally:
+            await consumer.stop()
+
+    async def task_dumps(self) -> list[str]:
+        """Each live worker's asyncio tasks that wait in our code (streams/taskdump.py)."""
+        marks = {}
+        for proc, _, log in self.workers:
+            if proc.poll() is None:
+                marks[log] = log.stat().st_size
+                proc.send_signal(signal.SIGUSR1)
+        await asyncio.sleep(2)
+        lines: list[str] = []
+        for log, start in marks.items():
+            with log.open("rb") as f:
+                f.seek(start)
+                for raw in f.read().decode(errors="replace").splitlines():
+                    if "awaiting" in raw and "appfirst" in raw:
+                        lines.append(f"{log.name}: {json.loads(raw).get('message', raw)}")
+        return lines
 
     def kill_worker(self, n: int) -> None:
         """SIGKILL: a crash, with no chance to commit or flush."""

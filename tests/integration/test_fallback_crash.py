@@ -104,9 +104,13 @@ async def _where_stuck(stack: Any, missing: set[str]) -> str:
     """Which hop the undispatched messages stopped at, for the failure message."""
     import json as _json
 
-    repartitioned = {
-        _json.loads(v)["message_id"] for v in await stack.read_raw("router-by-patient")
-    }
+    where: dict[str, tuple[int, int]] = {}
+    for r in await stack.read_records("router-by-patient"):
+        where[_json.loads(r.value)["message_id"]] = (r.partition, r.offset)
+    repartitioned = set(where)
+    stuck_at = sorted(where[m] for m in missing if m in where)
+    progress = await stack.group_progress("router-by-patient")
+    dumps = await stack.task_dumps()
     routed = set()
     for v in await stack.read_raw_changelog("routed"):
         routed.add(v)
@@ -116,7 +120,10 @@ async def _where_stuck(stack: Any, missing: set[str]) -> str:
         f"{len(missing)} undispatched after 120 s; re-keyed: "
         f"{len(missing & repartitioned)}; routed (changelog keys): {len(missing & routed)}; "
         f"dispatched within 30 s more: {len(arrived_late)}; "
-        f"workers that exited crash-only: {stack.self_exits}; e.g. {sorted(missing)[:3]}"
+        f"workers that exited crash-only: {stack.self_exits}; e.g. {sorted(missing)[:3]}\n"
+        f"router-by-patient (partition, offset) of the missing: {stuck_at[:5]}...{stuck_at[-3:]}\n"
+        f"committed/end per partition: {progress}\n"
+        "tasks waiting in our code:\n" + "\n".join(dumps)
     )
 
 

@@ -163,6 +163,15 @@ async def test_metrics_cover_the_pipeline_and_no_label_names_a_patient(
     assert not [v for v in values if any(i in v for i in identifiers)]
     assert [v for v in values if redact(v) != v] == []  # nothing that looks like one either
 
+    # SIGUSR1: where each task waits, by function and line, and no patient data with it.
+    dumps = await stack.task_dumps()
+    assert any("route_requests (streams/router.py:" in line for line in dumps), dumps
+    assert any("dispatch" in line for line in dumps), dumps
+    assert stack.workers[0][0].poll() is None, "the dump must not stop the worker"
+    log_text = stack.logs()
+    assert "LOCAL VARIABLES" not in log_text  # Faust's own SIGUSR1 dump is replaced
+    assert not [i for i in identifiers if i.isdigit() and i in log_text]
+
 
 async def test_readyz_turns_503_when_the_broker_goes(tmp_path: Path) -> None:
     own = EmbeddedBroker().start()  # its own broker: this test stops it
