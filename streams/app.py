@@ -18,8 +18,11 @@ deadlines = Deadlines(
     batch=settings.fallback_batch_seconds,
 )
 
+# The dispatcher role is its own consumer group: a process that only sends shares no
+# partitions with the stream workers and can be scaled on its own.
+GROUP = "dispatcher" if settings.role == "dispatcher" else "worker"
 app = faust.App(
-    f"{settings.topic_prefix}worker",
+    f"{settings.topic_prefix}{GROUP}",
     broker=settings.broker or "kafka://127.0.0.1:9092",
     autodiscover=False,
     key_serializer="raw",
@@ -51,7 +54,29 @@ app = faust.App(
 )
 
 
+class SharedTable(faust.Table[Any, Any]):
+    """A table whose changelog is named after the stream workers' group in every role.
+
+    The dispatcher's ledger of sends is then the same state whether the dispatcher runs
+    inside the workers (role ``all``) or on its own (role ``dispatcher``): switching
+    between the two layouts re-reads dispatches, and every one already sent is absorbed
+    instead of being sent a second time.
+    """
+
+    def _changelog_topic_name(self) -> str:
+        return f"{settings.topic_prefix}worker-{self.name}-changelog"
+
+
 def table(name: str) -> Any:
     """A table of JSON values under str keys (JSON keys survive changelog recovery as str)."""
     schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
-    return app.Table(name, default=None, schema=schema, partitions=settings.partitions)
+    return app.tables.add(
+        SharedTable(
+            app,
+            name=name,
+            default=None,
+            schema=schema,
+            partitions=settings.partitions,
+            beacon=app.tables.beacon,
+        )
+    )

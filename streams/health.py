@@ -40,16 +40,21 @@ broker_reachable = CachedCheck(
 )
 
 
+def _broadcast_tables_loaded() -> bool:
+    # Imported here: a dispatcher-only process must not load the router's agents.
+    from appfirst.streams.contactability import failed_numbers_cache
+    from appfirst.streams.router import practice_cache
+
+    return practice_cache.ready.is_set() and failed_numbers_cache.ready.is_set()
+
+
 async def ready() -> tuple[bool, str]:
     if app.rebalancing:
         return False, "rebalancing"
     recovery: Any = getattr(app.tables, "recovery", None)
     if getattr(app, "in_recovery", False) or recovery is None or not recovery.completed.is_set():
         return False, "recovering tables"
-    from appfirst.streams.contactability import failed_numbers_cache
-    from appfirst.streams.router import practice_cache
-
-    if not (practice_cache.ready.is_set() and failed_numbers_cache.ready.is_set()):
+    if settings.role != "dispatcher" and not _broadcast_tables_loaded():
         return False, "loading broadcast tables"
     if not app.consumer.assignment():
         return False, "no partitions assigned"

@@ -58,7 +58,8 @@ def awaiting(obj: Any) -> list[str]:
 
 
 def _suspended(obj: Any) -> bool:
-    return isinstance(obj, asyncio.Task) or any(hasattr(obj, a) for a in ("cr_frame", "ag_frame", "gi_frame"))
+    frames = ("cr_frame", "ag_frame", "gi_frame")
+    return isinstance(obj, asyncio.Task) or any(hasattr(obj, a) for a in frames)
 
 
 def _short(path: str) -> str:

@@ -1,35 +1,31 @@
-"""Loads every agent onto the app and runs a Faust worker."""
+"""Loads the agents of this process's role (APPFIRST_ROLE) and runs a Faust worker."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 from appfirst import logs
-from appfirst.streams import (
-    contactability,
-    dispatcher,
-    exporter,
-    health,
-    ingress,
-    metrics,
-    router,
-    taskdump,
-    tracker,
-)
 from appfirst.streams.app import app, settings
 
-AGENT_MODULES = (
-    router,
-    contactability,
-    tracker,
-    metrics,
-    dispatcher,
-    ingress,
-    health,
-    exporter,
-    taskdump,
-)
+# What each role runs. Importing a module adds its agents, tables, timers and pages to the
+# app, so a role imports only its own.
+OPERATIONS = ("health", "exporter", "taskdump")
+STREAMS = ("router", "contactability", "tracker", "metrics", "ingress")
+ROLES = {
+    "all": (*STREAMS, "dispatcher", *OPERATIONS),
+    "streams": (*STREAMS, *OPERATIONS),
+    "dispatcher": ("dispatcher", *OPERATIONS),
+}
+
+
+def load(role: str) -> list[ModuleType]:
+    return [importlib.import_module(f"appfirst.streams.{name}") for name in ROLES[role]]
+
+
+AGENT_MODULES = load(settings.role)
 
 
 def run() -> None:

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     metric_horizons: Annotated[tuple[int, ...], NoDecode] = (3600, 10800, 86400, 604800)
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_host: str = "127.0.0.1"
+    role: Literal["all", "streams", "dispatcher"] = Field(
+        default="all",
+        description="what a worker process runs: everything, all but the dispatcher, "
+        "or only the dispatcher (its own consumer group)",
+    )
 
     # --- operational ---------------------------------------------------------------------
     partitions: int = Field(default=4, ge=1, description="partitions of every keyed topic")
