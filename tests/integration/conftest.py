@@ -227,6 +227,21 @@ class Stack:
         finally:
             await consumer.stop()
 
+    async def readiness(self) -> list[str]:
+        """Each worker's /readyz answer, or why there is none."""
+        answers = []
+        async with httpx.AsyncClient(timeout=3.0) as client:
+            for n, (proc, port, _) in enumerate(self.workers):
+                if proc.poll() is not None:
+                    answers.append(f"worker{n}: exited {proc.returncode}")
+                    continue
+                try:
+                    r = await client.get(f"http://127.0.0.1:{port}/readyz")
+                    answers.append(f"worker{n}: {r.status_code} {r.text}")
+                except httpx.HTTPError as exc:
+                    answers.append(f"worker{n}: {type(exc).__name__}")
+        return answers
+
     async def task_dumps(self) -> list[str]:
         """Each live worker's asyncio tasks that wait in our code (streams/taskdump.py)."""
         marks = {}

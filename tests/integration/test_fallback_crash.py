@@ -110,6 +110,7 @@ async def _where_stuck(stack: Any, missing: set[str]) -> str:
     repartitioned = set(where)
     stuck_at = sorted(where[m] for m in missing if m in where)
     progress = await stack.group_progress("router-by-patient")
+    ready = await stack.readiness()
     dumps = await stack.task_dumps()
     routed = set()
     for v in await stack.read_raw_changelog("routed"):
@@ -123,6 +124,7 @@ async def _where_stuck(stack: Any, missing: set[str]) -> str:
         f"workers that exited crash-only: {stack.self_exits}; e.g. {sorted(missing)[:3]}\n"
         f"router-by-patient (partition, offset) of the missing: {stuck_at[:5]}...{stuck_at[-3:]}\n"
         f"committed/end per partition: {progress}\n"
+        f"readiness: {ready}\n"
         "tasks waiting in our code:\n" + "\n".join(dumps)
     )
 
