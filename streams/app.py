@@ -9,6 +9,7 @@ import faust
 from appfirst.clock import Clock, WallClock
 from appfirst.rules.routing import Deadlines
 from appfirst.settings import get_settings
+from appfirst.streams.rewind import RewindingTransport
 
 settings = get_settings()
 clock: Clock = WallClock()
@@ -21,7 +22,16 @@ deadlines = Deadlines(
 # The dispatcher role is its own consumer group: a process that only sends shares no
 # partitions with the stream workers and can be scaled on its own.
 GROUP = "dispatcher" if settings.role == "dispatcher" else "worker"
-app = faust.App(
+
+
+class App(faust.App):
+    def _new_transport(self) -> Any:
+        # Faust's own Kafka transport, with a consumer that re-reads skipped records
+        # (streams/rewind.py).
+        return RewindingTransport(self.conf.broker_consumer, self)
+
+
+app = App(
     f"{settings.topic_prefix}{GROUP}",
     broker=settings.broker or "kafka://127.0.0.1:9092",
     autodiscover=False,
@@ -54,24 +64,24 @@ app = faust.App(
 )
 
 
-class SharedTable(faust.Table[Any, Any]):
+class WorkerGroupTable(faust.Table[Any, Any]):
     """A table whose changelog is named after the stream workers' group in every role.
 
-    The dispatcher's ledger of sends is then the same state whether the dispatcher runs
-    inside the workers (role ``all``) or on its own (role ``dispatcher``): switching
-    between the two layouts re-reads dispatches, and every one already sent is absorbed
-    instead of being sent a second time.
+    For the dispatcher's ledger of sends: it is then the same state whether the dispatcher
+    runs inside the workers (role ``all``) or on its own (role ``dispatcher``), so moving
+    from one layout to the other re-reads dispatches and absorbs every one already sent.
     """
 
     def _changelog_topic_name(self) -> str:
         return f"{settings.topic_prefix}worker-{self.name}-changelog"
 
 
-def table(name: str) -> Any:
+def table(name: str, *, worker_group_changelog: bool = False) -> Any:
     """A table of JSON values under str keys (JSON keys survive changelog recovery as str)."""
     schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
+    kind = WorkerGroupTable if worker_group_changelog else faust.Table
     return app.tables.add(
-        SharedTable(
+        kind(
             app,
             name=name,
             default=None,

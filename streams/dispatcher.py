@@ -17,11 +17,11 @@ from appfirst.providers import factory
 from appfirst.providers.base import Outbound, Sender
 from appfirst.providers.callbacks import fallback_reference
 from appfirst.streams.app import app, clock, settings, table
-from appfirst.streams.io import decode, encode, log, send, short_topic
+from appfirst.streams.io import decode, durable, encode, log, send, short_topic
 from appfirst.streams.topics import delivery_receipts, dispatcher_source
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback
 
-ledger = table("sends")
+ledger = table("sends", worker_group_changelog=True)
 _sender: Sender | None = None
 
 
@@ -116,6 +116,11 @@ async def dispatch(stream: Any) -> None:
             )
             os._exit(70)
         ledger[out.reference] = {"provider_id": provider_id}
+        # Written through at once: a ledger row lost with the process (a stop, a crash)
+        # would let a re-read of this dispatch, by a restarted worker or a new dispatcher
+        # group after a role switch, send it a second time. Sends are paced by the
+        # providers' limits (tens a second), so a flush per send costs nothing that shows.
+        await durable()
 
 
 async def _failure_receipt(out: Outbound) -> None:

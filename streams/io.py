@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from functools import cache, partial
 from typing import Any, TypeVar, cast
 
@@ -11,7 +12,7 @@ from appfirst import telemetry
 from appfirst.codecs import Decoder, Encoder
 from appfirst.codecs.confluent import SchemaRegistry
 from appfirst.errors import DecodeError
-from appfirst.streams.app import clock, settings
+from appfirst.streams.app import app, clock, settings
 from appfirst.streams.topics import dead_letter
 from appfirst.topics.models import DeadLetter, Event
 
@@ -111,3 +112,24 @@ async def reject(message: Any, reason: str, agent: str) -> None:
         },
     )
     await send(dead_letter, key, encode(record))
+
+
+FLUSH_LIMIT_SECONDS = 45.0
+
+
+async def durable() -> None:
+    """Wait until everything written so far is acknowledged by the broker.
+
+    Seen on the embedded broker after rebalances: a flush that never returns, holding its
+    partition forever. A worker that cannot make its writes durable is of no use; it exits
+    at once (crash-only), so that the group hands its partitions to a healthy worker, which
+    re-reads them from the last committed offset.
+    """
+    try:
+        await asyncio.wait_for(app.producer.flush(), FLUSH_LIMIT_SECONDS)
+    except TimeoutError:
+        log.critical(
+            "producer flush took over %.0f s: exiting so the group can rebalance",
+            FLUSH_LIMIT_SECONDS,
+        )
+        os._exit(70)

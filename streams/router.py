@@ -7,8 +7,6 @@ patient's eligibility in its local table. Practice settings are small and global
 
 from __future__ import annotations
 
-import asyncio
-import os
 from typing import Any
 
 from appfirst import telemetry
@@ -20,7 +18,7 @@ from appfirst.rules.routing import BodyTooLongForSms, check_sms_length, choose, 
 from appfirst.streams.app import app, clock, deadlines, settings, table
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.contactability import failed_numbers_cache, failed_recently
-from appfirst.streams.io import count_in, decode, encode, log, reject, send
+from appfirst.streams.io import count_in, decode, durable, encode, log, reject, send
 from appfirst.streams.topics import (
     dispatches,
     eligibility,
@@ -154,27 +152,6 @@ def eligibility_lookup() -> EligibilityLookup:
     if _lookup is None:
         _lookup = factory.eligibility_lookup(settings)
     return _lookup
-
-
-FLUSH_LIMIT_SECONDS = 45.0
-
-
-async def durable() -> None:
-    """Wait until everything written so far is acknowledged by the broker.
-
-    Seen on the embedded broker after rebalances: a flush that never returns, holding its
-    partition forever. A worker that cannot make its writes durable is of no use; it exits
-    at once (crash-only), so that the group hands its partitions to a healthy worker, which
-    re-reads them from the last committed offset.
-    """
-    try:
-        await asyncio.wait_for(app.producer.flush(), FLUSH_LIMIT_SECONDS)
-    except TimeoutError:
-        log.critical(
-            "producer flush took over %.0f s: exiting so the group can rebalance",
-            FLUSH_LIMIT_SECONDS,
-        )
-        os._exit(70)
 
 
 @app.agent(eligibility)

@@ -1,4 +1,4 @@
-"""``kill -USR1 <worker pid>``: log where every asyncio task is waiting.
+"""``kill -USR1 <worker pid>``: log where every asyncio task is waiting (streams/worker.py).
 
 A stream processor that stops making progress without crashing shows nothing in a thread
 dump (the loop idles in ``select``); the answer is in which ``await`` each task sits on.
@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
 from types import FrameType
 from typing import Any
-
-from appfirst.streams.app import app
 
 log = logging.getLogger("appfirst.streams")
 
@@ -86,10 +83,3 @@ def dump_tasks() -> int:
             extra={"task": _name(task), "stack": chain},
         )
     return len(tasks)
-
-
-@app.task  # type: ignore[untyped-decorator]
-async def install() -> None:
-    # Replaces the handler Faust's worker (mode) sets for SIGUSR1, which prints every
-    # frame's local variables to stderr: request bodies and phone numbers among them.
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)

@@ -51,10 +51,6 @@ async def _samples(port: int, name: str) -> list[Any]:
     return [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
 
 
-async def _absorbed(port: int) -> float:
-    return sum(s.value for s in await _samples(port, "appfirst_sends_absorbed_total"))
-
-
 async def test_a_dispatcher_of_its_own_sends_each_message_once_across_the_switch(
     stack_factory: Any,
 ) -> None:
@@ -77,10 +73,14 @@ async def test_a_dispatcher_of_its_own_sends_each_message_once_across_the_switch
 
     sends = await stack.sends(references=True)
     assert set(sends["references"]) == before | after | fallbacks
-    assert all(v["calls"] == 1 for v in sends["references"].values())
+    twice = {r: v for r, v in sends["references"].items() if v["calls"] != 1}
+    assert not twice, twice
     assert sends["duplicates"] == 0
-    # The new group re-read the dispatches sent before the switch and absorbed them.
-    assert await _absorbed(dispatcher_port) >= BATCH
+    # The new group re-read every dispatch sent before the switch and absorbed it. (One
+    # fewer, a partition's first record skipped in the group's first rebalance, is what
+    # streams/rewind.py fixes.)
+    absorbed = await _samples(dispatcher_port, "appfirst_sends_absorbed_total")
+    assert sum(s.value for s in absorbed if s.labels["kind"] == "dispatch") == BATCH, absorbed
     # The stream worker sent nothing itself: it runs no dispatcher.
     assert await _samples(stack.workers[1][1], "appfirst_provider_requests_total") == []
     assert await _samples(dispatcher_port, "appfirst_provider_requests_total") != []
