@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from typing import Any
 
 import pytest
+import yaml
 
 from appfirst import telemetry
 
@@ -70,7 +70,6 @@ def test_every_alert_is_unit_tested() -> None:
 
 
 def test_every_alert_waits_is_graded_and_tells_the_operator_where_to_look() -> None:
-    yaml: Any = pytest.importorskip("yaml", reason="pyyaml not installed (dev dependency)")
     groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
     assert [g["name"] for g in groups] == ["appfirst"]
     for rule in groups[0]["rules"]:
