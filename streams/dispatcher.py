@@ -105,6 +105,7 @@ async def dispatch(stream: Any) -> None:
                 extra={"message_id": out.message_id, "reference": out.reference},
             )
             ledger[out.reference] = {"unconfirmed": True}
+            await durable()  # as below: an unconfirmed send must never be sent again
             continue
         except Exception:
             # Faust would count the event as processed; a message must never be dropped.

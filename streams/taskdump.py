@@ -43,10 +43,9 @@ def awaiting(obj: Any) -> list[str]:
             or getattr(obj, "gi_yieldfrom", None)
         )
         if frame is None and nxt is None:
-            # ``await actor`` (a Faust agent) awaits a bare ``coroutine_wrapper`` and
-            # ``async for`` an ``async_generator_asend``: only the garbage collector sees
-            # the coroutine or generator inside.
-            # ``await task`` likewise hides the task in a ``FutureIter``.
+            # ``await actor`` (a Faust agent) awaits a bare ``coroutine_wrapper``, ``async
+            # for`` an ``async_generator_asend`` and ``await task`` a ``FutureIter``: only
+            # the garbage collector sees the coroutine, generator or task inside.
             nxt = next((r for r in gc.get_referents(obj) if _suspended(r)), None)
         if nxt is None and isinstance(obj, asyncio.Future) and not obj.done():
             chain.append(f"<{type(obj).__name__} pending>")

@@ -76,11 +76,12 @@ async def test_a_dispatcher_of_its_own_sends_each_message_once_across_the_switch
     twice = {r: v for r, v in sends["references"].items() if v["calls"] != 1}
     assert not twice, twice
     assert sends["duplicates"] == 0
-    # The new group re-read every dispatch sent before the switch and absorbed it. (One
-    # fewer, a partition's first record skipped in the group's first rebalance, is what
-    # streams/rewind.py fixes.)
+    # The new group re-read every dispatch sent before the switch and absorbed it. (Fewer,
+    # a partition's first record skipped in the group's first rebalance, is what
+    # streams/rewind.py fixes. More is at-least-once at work: a second rebalance before a
+    # commit re-reads records already sent, and the ledger absorbs them too.)
     absorbed = await _samples(dispatcher_port, "appfirst_sends_absorbed_total")
-    assert sum(s.value for s in absorbed if s.labels["kind"] == "dispatch") == BATCH, absorbed
+    assert sum(s.value for s in absorbed if s.labels["kind"] == "dispatch") >= BATCH, absorbed
     # The stream worker sent nothing itself: it runs no dispatcher.
     assert await _samples(stack.workers[1][1], "appfirst_provider_requests_total") == []
     assert await _samples(dispatcher_port, "appfirst_provider_requests_total") != []

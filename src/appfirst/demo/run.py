@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
@@ -66,10 +69,35 @@ def demo_env(broker: str, web_port: int, sim_port: int, data_dir: str) -> dict[s
 def run_demo(*, messages: int, seconds: float, drain: float, seed: int) -> int:
     console = Console()
     try:
-        return asyncio.run(_run(console, messages, seconds, drain, seed))
-    except KeyboardInterrupt:
+        return asyncio.run(_interruptible(_run(console, messages, seconds, drain, seed)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("[yellow]interrupted: everything started has been stopped[/]")
         return 130
+
+
+async def _interruptible(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``; Ctrl-C or SIGTERM cancels it, and cancels it again each second.
+
+    A library may swallow one cancellation (a client retrying a request, a flush on
+    stop): repeating it keeps Ctrl-C prompt, and the ``finally`` blocks that stop the
+    children and the broker still run.
+    """
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupted.set)
+    waiter = asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+    finally:
+        waiter.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return task.result()
 
 
 async def _run(console: Console, messages: int, seconds: float, drain: float, seed: int) -> int:
