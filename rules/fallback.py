@@ -7,11 +7,16 @@ owed. The tracker persists the state and sweeps what is due; nothing here reads 
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from appfirst.topics.models import DeliveryReceipt, Dispatch, FallbackReason
+
+# What the fallback SMS needs of the dispatch. Nothing else is kept: a pending deadline
+# costs memory in proportion to what it holds, and personal data held is data to protect.
+FALLBACK_FIELDS = ("ods_code", "arm", "origin", "message_type", "mobile", "body")
 
 IMMEDIATE: dict[str, FallbackReason] = {
     "unnotified": "unnotified",
@@ -35,11 +40,12 @@ class TrackState:
     dispatch: dict[str, Any] | None = None  # what the fallback SMS needs
 
     def to_json(self) -> dict[str, Any]:
+        """The state as JSON values; fields at their default are left out."""
         data = asdict(self)
         for name in ("dispatched_at", "delivered_at", "read_at", "failed_at"):
             value = data[name]
             data[name] = value.isoformat() if value is not None else None
-        return data
+        return {k: v for k, v in data.items() if v is not None and v is not False}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrackState:
@@ -49,6 +55,14 @@ class TrackState:
                 data[name] = datetime.fromisoformat(data[name])
         return cls(**data)
 
+    def encode(self) -> bytes:
+        """Compact JSON, as the tracker's table holds it."""
+        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> TrackState:
+        return cls.from_json(json.loads(raw))
+
 
 def on_dispatch(state: TrackState, dispatch: Dispatch, deadline_seconds: float) -> TrackState:
     if dispatch.channel != "nhs_app" or state.dispatched_at is not None:
@@ -57,7 +71,9 @@ def on_dispatch(state: TrackState, dispatch: Dispatch, deadline_seconds: float) 
         state,
         deadline_seconds=deadline_seconds,
         dispatched_at=dispatch.dispatched_at,
-        dispatch=dispatch.model_dump(mode="json"),
+        dispatch={
+            k: v for k, v in dispatch.model_dump(mode="json").items() if k in FALLBACK_FIELDS
+        },
     )
 
 
@@ -82,7 +98,8 @@ def on_read(state: TrackState, read_at: datetime) -> TrackState:
 
 
 def on_fallback_emitted(state: TrackState, reason: FallbackReason) -> TrackState:
-    return replace(state, fallback_emitted=True, fallback_reason=reason)
+    # Never owed again: the mobile and body are no longer needed, so no longer kept.
+    return replace(state, fallback_emitted=True, fallback_reason=reason, dispatch=None)
 
 
 def due_at(state: TrackState) -> datetime | None:

@@ -76,9 +76,14 @@ class WorkerGroupTable(faust.Table[Any, Any]):
         return f"{settings.topic_prefix}worker-{self.name}-changelog"
 
 
-def table(name: str, *, worker_group_changelog: bool = False) -> Any:
-    """A table of JSON values under str keys (JSON keys survive changelog recovery as str)."""
-    schema: Any = faust.Schema(key_serializer="json", value_serializer="json")
+def table(name: str, *, worker_group_changelog: bool = False, raw_values: bool = False) -> Any:
+    """A table of JSON values under str keys (JSON keys survive changelog recovery as str).
+
+    ``raw_values``: the values are bytes the caller encodes (the tracker's compact state:
+    bytes cost far less memory than a dict of the same data).
+    """
+    values = "raw" if raw_values else "json"
+    schema: Any = faust.Schema(key_serializer="json", value_serializer=values)
     kind = WorkerGroupTable if worker_group_changelog else faust.Table
     return app.tables.add(
         kind(
@@ -86,6 +91,8 @@ def table(name: str, *, worker_group_changelog: bool = False) -> Any:
             name=name,
             default=None,
             schema=schema,
+            # The changelog's serializer follows value_type, not the schema.
+            value_type=bytes if raw_values else None,
             partitions=settings.partitions,
             beacon=app.tables.beacon,
         )

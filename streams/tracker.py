@@ -30,7 +30,9 @@ from appfirst.streams.io import decode, encode, log, send, short_topic
 from appfirst.streams.topics import fallbacks, tracker_source
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, FallbackReason, ReadReceipt
 
-deadline_table = table("deadlines")
+# Values are TrackState.encode() bytes: JSON, as the table held before, so a changelog
+# written by an earlier version recovers unchanged.
+deadline_table = table("deadlines", raw_values=True)
 REPLAY = settings.clock == "replay"
 INPUTS = ("dispatches", "delivery-receipts", "read-receipts")  # what can move or cancel
 
@@ -48,7 +50,7 @@ REEMIT_AFTER_SECONDS = 30.0
 
 def _state(message_id: str, partition: int) -> rules.TrackState:
     raw = deadline_table.get(message_id)
-    return rules.TrackState.from_json(raw) if raw else rules.TrackState(message_id, partition)
+    return rules.TrackState.decode(raw) if raw else rules.TrackState(message_id, partition)
 
 
 def _due_ts(state: rules.TrackState) -> float | None:
@@ -100,7 +102,7 @@ async def track(stream: Any) -> None:
             if topic in INPUTS:
                 _watermarks[key] = max(_watermarks.get(key, -math.inf), at)
             if new != old or deadline_table.get(new.message_id) is None:
-                deadline_table[new.message_id] = new.to_json()
+                deadline_table[new.message_id] = new.encode()
             index.update(new.partition, new.message_id, _due_ts(new))
         if REPLAY and _owns(message.partition):
             # Event time, and only as far as every input has been read: the same fallbacks
@@ -135,8 +137,8 @@ def _progress(partition: int) -> list[InputProgress]:
 def _rebuild(partitions: set[int]) -> None:
     """Index the owed deadlines of newly owned partitions from the recovered table."""
     for message_id, raw in list(deadline_table.items()):
-        if raw.get("partition") in partitions:
-            state = rules.TrackState.from_json(raw)
+        state = rules.TrackState.decode(raw)
+        if state.partition in partitions:
             index.update(state.partition, message_id, _due_ts(state))
     for partition in partitions:
         index.own(partition)
@@ -189,7 +191,7 @@ async def sweep() -> None:
             del _emitted[message_id]  # never came back: let the sweep look at it again
             raw = deadline_table.get(message_id)
             if raw:
-                index.update(partition, message_id, _due_ts(rules.TrackState.from_json(raw)))
+                index.update(partition, message_id, _due_ts(rules.TrackState.decode(raw)))
     if not REPLAY:
         for partition in owned:
             progress = _progress(partition)
@@ -212,7 +214,7 @@ async def _sweep_partition(partition: int, until: float, now: float | None = Non
         raw = deadline_table.get(message_id)
         if raw is None:
             continue
-        state = rules.TrackState.from_json(raw)
+        state = rules.TrackState.decode(raw)
         owed = rules.owed(state)
         if owed is None:
             continue
@@ -236,18 +238,18 @@ async def _sweep_partition(partition: int, until: float, now: float | None = Non
 def _fallback(
     state: rules.TrackState, reason: FallbackReason, due_at: datetime, emitted_at: datetime
 ) -> Fallback:
-    d = Dispatch.model_validate(state.dispatch)
+    d = state.dispatch or {}
     return Fallback(
         message_id=state.message_id,
         reason=reason,
         due_at=due_at,
         emitted_at=emitted_at,
         fallback_id=fallback_reference(state.message_id),
-        ods_code=d.ods_code,
-        arm=d.arm,
-        origin=d.origin,
-        message_type=d.message_type,
-        mobile=d.mobile,
-        body=d.body,
-        sms_fragments=sms_fragments(d.body) if d.body else None,
+        ods_code=d.get("ods_code"),
+        arm=d.get("arm"),
+        origin=d.get("origin"),
+        message_type=d.get("message_type"),
+        mobile=d.get("mobile"),
+        body=d.get("body"),
+        sms_fragments=sms_fragments(d["body"]) if d.get("body") else None,
     )

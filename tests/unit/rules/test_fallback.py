@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appfirst.rules.fallback import (
+    FALLBACK_FIELDS,
     TrackState,
     due,
     due_at,
@@ -394,6 +395,51 @@ def test_track_state_json_keeps_what_the_fallback_sms_needs() -> None:
     assert data["dispatch"]["mobile"] == "+447911123456"
     assert data["dispatch"]["body"] == "hello"
     assert data["deadline_seconds"] == D
+
+
+def test_track_state_keeps_only_what_the_fallback_sms_needs() -> None:
+    # No NHS number, email or routing detail is held for the weeks a deadline can wait.
+    state = dispatched()
+    assert state.dispatch is not None
+    assert set(state.dispatch) == set(FALLBACK_FIELDS)
+    assert b"nhs_number" not in state.encode()
+
+
+def test_an_emitted_fallback_forgets_the_mobile_and_body() -> None:
+    state = on_fallback_emitted(dispatched(), "unread")
+    assert state.dispatch is None
+    assert owed(state) is None
+    assert b"+447911123456" not in state.encode()
+
+
+def test_encoded_state_is_compact_and_reads_back() -> None:
+    state = on_read(on_delivery(dispatched(), receipt("delivered", at(60))), at(120))
+    raw = state.encode()
+    assert TrackState.decode(raw) == state
+    assert b" " not in raw.replace(b"hello", b"")  # no padding between separators
+    assert len(raw) < 400, raw
+
+
+def test_state_written_by_the_earlier_layout_still_decodes() -> None:
+    # Before the compact layout the table held a dict with every field and the whole
+    # dispatch; a changelog from then must recover into the same deadline.
+    state = dispatched()
+    earlier = {
+        "message_id": MID,
+        "partition": 3,
+        "deadline_seconds": D,
+        "dispatched_at": T0.isoformat(),
+        "delivered_at": None,
+        "read_at": None,
+        "failure": None,
+        "failed_at": None,
+        "fallback_emitted": False,
+        "fallback_reason": None,
+        "dispatch": make_dispatch(dispatched_at=T0).model_dump(mode="json"),
+    }
+    back = TrackState.decode(json.dumps(earlier).encode())
+    assert owed(back) == owed(state)
+    assert back.dispatch is not None and back.dispatch["mobile"] == "+447911123456"
 
 
 # --- order independence -----------------------------------------------------------------
