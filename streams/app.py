@@ -9,7 +9,7 @@ import faust
 from appfirst.clock import Clock, WallClock
 from appfirst.rules.routing import Deadlines
 from appfirst.settings import get_settings
-from appfirst.streams.rewind import RewindingTransport
+from appfirst.streams.rewind import AckedStream, RewindingTransport
 
 settings = get_settings()
 clock: Clock = WallClock()
@@ -56,6 +56,7 @@ app = App(
     # rejoins the group (faust #402, faust-streaming #133), stalling every partition. Not
     # waiting is safe here: only acked offsets are committed, and every effect is idempotent.
     stream_wait_empty=False,
+    Stream=AckedStream,
     web_enabled=True,
     web_host=settings.web_host,
     web_bind=settings.web_host,

@@ -8,6 +8,7 @@ falls back (NHS App) and the practice sees the failure (SMS, email).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -62,66 +63,92 @@ def _fallback_outbound(fb: Fallback) -> Outbound | None:
     )
 
 
+# How long a stop waits for a send under way: its request (bounded by the provider timeout)
+# and its ledger row's flush, with room to spare. Past it, the send is waiting out a backoff
+# or an open circuit, with nothing in flight, and is cancelled: read again, it is sent then.
+STOP_GRACE_SECONDS = settings.provider_timeout_seconds + 5.0
+
+
 @app.agent(dispatcher_source)
 async def dispatch(stream: Any) -> None:
     async for event in stream.events():
-        if short_topic(event.message.topic) == "dispatches":
-            d = await decode(event, Dispatch, "dispatcher")
-            out, kind = (_outbound(d) if d else None), "dispatch"
-        else:
-            fb = await decode(event, Fallback, "dispatcher")
-            out, kind = (_fallback_outbound(fb) if fb else None), "fallback"
-            if fb is not None and out is None:
-                log.error(
-                    "fallback without a usable mobile message_id=%s",
-                    fb.message_id,
-                    extra={"message_id": fb.message_id},
-                )
-                telemetry.fallbacks_undeliverable.inc()
+        out, kind = await _outbound_of(event)
         if out is None:
             continue
-        if ledger.get(out.reference) is not None:
-            telemetry.sends_absorbed.labels(kind).inc()
-            continue
-        if settings.providers == "off":
-            ledger[out.reference] = {"provider_id": None}
-            continue
+        # A stop cancels the agent mid-event. A send cut off there may have reached the
+        # provider with no ledger row to show for it, and the record, read again by the
+        # partition's next owner, would be sent twice. So the send under way is finished
+        # first (its answer awaited, its ledger row written through), then the stop goes on.
+        under_way = asyncio.ensure_future(_send_once(out, kind))
         try:
-            provider_id = await sender().send(out)
-        except ProviderRejected as exc:
+            await asyncio.shield(under_way)
+        except asyncio.CancelledError:
+            done, _ = await asyncio.wait({under_way}, timeout=STOP_GRACE_SECONDS)
+            if not done:
+                under_way.cancel()
+            raise
+
+
+async def _outbound_of(event: Any) -> tuple[Outbound | None, str]:
+    if short_topic(event.message.topic) == "dispatches":
+        d = await decode(event, Dispatch, "dispatcher")
+        out, kind = (_outbound(d) if d else None), "dispatch"
+    else:
+        fb = await decode(event, Fallback, "dispatcher")
+        out, kind = (_fallback_outbound(fb) if fb else None), "fallback"
+        if fb is not None and out is None:
             log.error(
-                "provider rejected reference=%s status=%s",
-                out.reference,
-                exc.status,
-                extra={"message_id": out.message_id, "reference": out.reference},
+                "fallback without a usable mobile message_id=%s",
+                fb.message_id,
+                extra={"message_id": fb.message_id},
             )
-            ledger[out.reference] = {"rejected": exc.status}
-            await _failure_receipt(out)
-            continue
-        except SentUnconfirmed:
-            log.warning(
-                "send unconfirmed, not resent reference=%s",
-                out.reference,
-                extra={"message_id": out.message_id, "reference": out.reference},
-            )
-            ledger[out.reference] = {"unconfirmed": True}
-            await durable()  # as below: an unconfirmed send must never be sent again
-            continue
-        except Exception:
-            # Faust would count the event as processed; a message must never be dropped.
-            # Crash-only: exit before the offset is committed; it is re-read on restart.
-            log.exception(
-                "unexpected error sending reference=%s; exiting",
-                out.reference,
-                extra={"message_id": out.message_id, "reference": out.reference},
-            )
-            os._exit(70)
-        ledger[out.reference] = {"provider_id": provider_id}
-        # Written through at once: a ledger row lost with the process (a stop, a crash)
-        # would let a re-read of this dispatch, by a restarted worker or a new dispatcher
-        # group after a role switch, send it a second time. Sends are paced by the
-        # providers' limits (tens a second), so a flush per send costs nothing that shows.
-        await durable()
+            telemetry.fallbacks_undeliverable.inc()
+    return out, kind
+
+
+async def _send_once(out: Outbound, kind: str) -> None:
+    if ledger.get(out.reference) is not None:
+        telemetry.sends_absorbed.labels(kind).inc()
+        return
+    if settings.providers == "off":
+        ledger[out.reference] = {"provider_id": None}
+        return
+    try:
+        provider_id = await sender().send(out)
+    except ProviderRejected as exc:
+        log.error(
+            "provider rejected reference=%s status=%s",
+            out.reference,
+            exc.status,
+            extra={"message_id": out.message_id, "reference": out.reference},
+        )
+        ledger[out.reference] = {"rejected": exc.status}
+        await _failure_receipt(out)
+        return
+    except SentUnconfirmed:
+        log.warning(
+            "send unconfirmed, not resent reference=%s",
+            out.reference,
+            extra={"message_id": out.message_id, "reference": out.reference},
+        )
+        ledger[out.reference] = {"unconfirmed": True}
+        await durable()  # as below: an unconfirmed send must never be sent again
+        return
+    except Exception:
+        # Faust would count the event as processed; a message must never be dropped.
+        # Crash-only: exit before the offset is committed; it is re-read on restart.
+        log.exception(
+            "unexpected error sending reference=%s; exiting",
+            out.reference,
+            extra={"message_id": out.message_id, "reference": out.reference},
+        )
+        os._exit(70)
+    ledger[out.reference] = {"provider_id": provider_id}
+    # Written through at once: a ledger row lost with the process (a stop, a crash)
+    # would let a re-read of this dispatch, by a restarted worker or a new dispatcher
+    # group after a role switch, send it a second time. Sends are paced by the
+    # providers' limits (tens a second), so a flush per send costs nothing that shows.
+    await durable()
 
 
 async def _failure_receipt(out: Outbound) -> None:

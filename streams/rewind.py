@@ -28,14 +28,27 @@ latest seek (and seeks it there again, so that nothing fetched since is skipped)
 commits a partition only once the record at its committed offset has been acknowledged, or
 is known not to exist (compacted away: the first record read after the seek lies beyond
 it).
+
+A third kind of acknowledgement means nothing either: Faust acknowledges every record it
+skips (one handed to a stream while a rebalance or a stop is under way, or fetched in an
+earlier generation of the group), and the event an agent was cancelled in, in the
+``finally`` of its stream iterator (a stop cancels every agent mid-event). Such a record was
+not processed; the final commit of a stop, or the next commit after a rebalance, would pass
+it. This consumer ignores every acknowledgement made while the flow is suspended or for a
+record of an earlier generation: the record is read again from the committed offset, by
+this worker after the rebalance or by the partition's next owner, and the agents' effects
+are idempotent. Faust's compiled stream iterator writes acknowledgements into the
+consumer's books itself, past ``ack``; ``AckedStream`` keeps streams on Faust's Python
+iterator, which acknowledges through ``ack``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
 
+import faust
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
@@ -50,6 +63,15 @@ class RewindingConsumer(driver.Consumer):
     def _note_seek(self, tp: TP, offset: int) -> None:
         self._seeks[tp] = self._seeks.get(tp, 0) + 1
         self._sought[tp] = offset
+
+    def ack(self, message: Any) -> bool:
+        app = self.app
+        if app.flow_control.is_active() and message.generation_id == app.consumer_generation_id:
+            return bool(super().ack(message))
+        # Skipped, or interrupted by a stop or a rebalance: to be read again, never committed.
+        message.acked = True
+        self._unacked_messages.discard(message)
+        return False
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
@@ -131,6 +153,16 @@ class RewindingConsumer(driver.Consumer):
             gaps.addi(offset_from, offset_to + 1)  # intervals exclude their end
             await asyncio.sleep(0)
             gaps.merge_overlaps()
+
+
+class AckedStream(faust.Stream):  # type: ignore[type-arg]
+    """A stream whose acknowledgements all go through ``RewindingConsumer.ack``."""
+
+    def __aiter__(self) -> Any:
+        it = self._py_aiter()
+        # As Faust's own __aiter__ does: the stream closes it when it stops.
+        self._active_agens.add(cast(AsyncGenerator[Any, None], it))
+        return it
 
 
 class RewindingTransport(driver.Transport):

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 from intervaltree import IntervalTree
+from mode.utils.queues import FlowControlEvent
 
 from appfirst.streams.rewind import RewindingConsumer
 
@@ -26,6 +28,46 @@ def consumer() -> Any:
     consumer._acked = defaultdict(list)
     consumer._acked_index = defaultdict(set)
     consumer._gap = defaultdict(IntervalTree)
+    consumer._unacked_messages = set()
+    consumer._waiting_for_ack = None
+    consumer._n_acked = 0
+    return consumer
+
+
+class Topics:
+    def acks_enabled_for(self, topic: str) -> bool:
+        return True
+
+
+class App:
+    """What the consumer's ``ack`` reads of the app: its flow control and generation."""
+
+    def __init__(self) -> None:
+        self.flow_control = FlowControlEvent()
+        self.flow_control.resume()
+        self.consumer_generation_id = 7
+        self.topics = Topics()
+
+
+def _message(offset: int, generation: int = 7) -> ConsumerMessage:
+    return ConsumerMessage(
+        REQUESTS.topic,
+        REQUESTS.partition,
+        offset,
+        0.0,
+        0,
+        None,
+        b"k",
+        b"v",
+        None,
+        generation_id=generation,
+    )
+
+
+@pytest.fixture
+def acking(consumer: Any) -> Any:
+    consumer.app = App()
+    consumer._committed_offset[REQUESTS] = 100
     return consumer
 
 
@@ -62,3 +104,31 @@ async def test_records_compacted_away_at_the_committed_offset_do_not_hold_it(
         consumer._committed_offset[ELIGIBILITY] = offset
         commits.append(offset)
     assert commits and commits[-1] == 17
+
+
+def test_a_record_processed_while_the_flow_runs_is_committed(acking: Any) -> None:
+    for offset in (100, 101):
+        assert acking.ack(_message(offset))
+    assert acking._new_offset(REQUESTS) == 102
+
+
+def test_acks_made_while_a_stop_or_rebalance_is_under_way_are_not_committed(
+    acking: Any,
+) -> None:
+    # Faust acks what its streams skip once the flow is suspended, and an agent cancelled
+    # mid-event acks that event as its stream iterator closes: neither was processed.
+    assert acking.ack(_message(100))
+    acking.app.flow_control.suspend()
+    skipped = _message(101)
+    assert not acking.ack(skipped)
+    assert skipped.acked  # counted once: a second ack changes nothing
+    assert not acking.ack(skipped)
+    assert acking._new_offset(REQUESTS) == 101  # 101 is read again, by this worker or the next
+
+
+def test_a_record_fetched_in_an_earlier_generation_is_not_committed(acking: Any) -> None:
+    # Stuck in the conductor across a rebalance and skipped when it reaches the stream.
+    assert not acking.ack(_message(100, generation=6))
+    assert acking._new_offset(REQUESTS) is None
+    assert acking.ack(_message(100))  # its copy from the fetch after the seek
+    assert acking._new_offset(REQUESTS) == 101
