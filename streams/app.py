@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
 from appfirst.clock import Clock, WallClock
 from appfirst.rules.routing import Deadlines
@@ -63,6 +67,25 @@ app = App(
     web_port=settings.web_port,
     web_in_thread=False,
 )
+
+
+def current(event: Any) -> bool:
+    """Whether ``event`` was fetched in the group's current generation: one fetched before
+    the latest rebalance is read again from the committed offset (``streams/rewind.py``)."""
+    return bool(event.message.generation_id == app.consumer_generation_id)
+
+
+@contextmanager
+def acting_for(event: Any) -> Iterator[None]:
+    """Table writes inside go to ``event``'s partition of the changelog. Faust takes the
+    partition from the stream's current event, which in a batch (``take_events``) is the
+    batch's last; a key written under another partition would be lost to the worker that
+    owns it after a rebalance."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 class WorkerGroupTable(faust.Table[Any, Any]):

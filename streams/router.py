@@ -15,7 +15,7 @@ from appfirst.errors import DecodeError
 from appfirst.providers import factory
 from appfirst.providers.eligibility import EligibilityLookup
 from appfirst.rules.routing import BodyTooLongForSms, check_sms_length, choose, route
-from appfirst.streams.app import app, clock, deadlines, settings, table
+from appfirst.streams.app import acting_for, app, clock, current, deadlines, settings, table
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.contactability import failed_numbers_cache, failed_recently
 from appfirst.streams.io import count_in, decode, durable, encode, log, reject, send
@@ -78,16 +78,29 @@ async def route_requests(stream: Any) -> None:
     # Settings and known failures first: a request routed before them would use defaults.
     await practice_cache.ready.wait()
     await failed_numbers_cache.ready.wait()
-    async for event in stream.events():
-        dispatch, new = await _decide(event)
-        if dispatch is None:
-            continue
-        if new:
-            # The decision must be durable before anyone can act on it: were the dispatch
-            # out and the decision lost in a crash, a re-decision could differ (other time,
+    # A batch at a time: the decisions of a batch are made durable with one flush, which is
+    # what each message used to wait for on its own (a broker round trip each).
+    async for batch in stream.take_events(settings.route_batch, within=settings.route_within):
+        out: list[Dispatch] = []
+        decided = False
+        for event in batch:
+            if not current(event):
+                # Fetched before a rebalance: its partition may be another worker's now, and
+                # two workers deciding one request could decide differently. It is read
+                # again from the committed offset by whoever owns it.
+                continue
+            with acting_for(event):
+                dispatch, new = await _decide(event)
+            if dispatch is not None:
+                out.append(dispatch)
+                decided = decided or new
+        if decided:
+            # The decisions must be durable before anyone can act on them: were a dispatch
+            # out and its decision lost in a crash, a re-decision could differ (other time,
             # new eligibility) and a message could be sent both ways.
             await durable()
-        await send(dispatches, dispatch.message_id.encode(), encode(dispatch))
+        for dispatch in out:
+            await send(dispatches, dispatch.message_id.encode(), encode(dispatch))
 
 
 async def _decide(event: Any) -> tuple[Dispatch | None, bool]:

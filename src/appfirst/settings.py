@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     producer_linger_seconds: float = Field(
         default=0.0, ge=0, description="how long output waits to be batched with more"
     )
+    route_batch: int = Field(default=500, ge=1, description="send requests routed per flush")
+    route_within: float = Field(
+        default=0.005, gt=0, description="seconds a batch waits to fill before routing"
+    )
     commit_interval_seconds: float = Field(
         default=2.8, gt=0, description="how often processed offsets are committed (Faust's)"
     )
