@@ -27,12 +27,9 @@ class Fact:
     delay: float = 0.0  # seconds from dispatch to the fact
     ods_code: str = "-"  # the practice: the unit the pilot randomised
 
-    def aggregate_keys(self) -> tuple[str, str]:
-        """Counts are kept per arm, message type (and ``all``) and practice."""
-        return (
-            f"{self.arm}|{self.message_type}|{self.ods_code}",
-            f"{self.arm}|all|{self.ods_code}",
-        )
+    def aggregate_key(self) -> str:
+        """Counts are kept per arm, message type and practice (``all`` is their sum)."""
+        return f"{self.arm}|{self.message_type}|{self.ods_code}"
 
 
 def bucket_width(horizons: tuple[int, ...]) -> int:
@@ -180,3 +177,23 @@ def message_facts(
         return []
     arm, message_type, sent_at, *rest = state["d"]  # records before practices were kept: 3
     return [Fact(kind, arm, message_type, sent_at, at - sent_at, rest[0] if rest else "-")]
+
+
+def sum_types(by_type: dict[str, Any]) -> dict[str, Any]:
+    """The ``all`` collector's entries (arm|ods|type) summed into one per practice (arm|ods),
+    period by period (horizons or days), count by count.
+
+    Entries without a type were written by versions that counted ``all`` as facts of its
+    own; their messages are also counted under their own type, so they are left out.
+    """
+    summed: dict[str, Any] = {}
+    for key, by_period in by_type.items():
+        parts = key.split("|")
+        if len(parts) != 3 or parts[2] == "all":
+            continue
+        practice = summed.setdefault(f"{parts[0]}|{parts[1]}", {})
+        for period, row in by_period.items():
+            total = practice.setdefault(period, [0] * len(row))
+            for i, n in enumerate(row):
+                total[i] += n
+    return summed

@@ -5,7 +5,9 @@
    practice onto ``metric-facts``.
 2. ``aggregate`` keeps ``ArmStats`` per arm, message type and practice. A timer sends the
    matured counts of each practice it owns, when they change, to ``practice-stats`` keyed
-   by message type, so that one place sees every practice of a message type.
+   by message type, so that one place sees every practice of a message type, and keyed
+   ``all``, whose collector sums each practice's types (a fact is counted once, under its
+   own type).
    ``aggregate`` also counts each fact in a windowed table (tumbling London days, expiring
    after ``METRIC_TREND_DAYS``) by its message's dispatch day; the snapshot carries them.
 3. ``collect`` keeps the latest counts of every practice per message type; a timer
@@ -31,6 +33,7 @@ from appfirst.rules.pilot import (
     epoch,
     london_day_timestamp,
     message_facts,
+    sum_types,
     window_day,
 )
 from appfirst.rules.stats import Comparison, Practice, compare
@@ -40,6 +43,7 @@ from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics,
 from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
 
 ARMS: tuple[Arm, ...] = ("treatment", "control")
+ALL = "all"  # the message type that stands for every type
 
 # message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t}
 message_table = table("metric-messages")
@@ -65,8 +69,7 @@ async def _emit(fact: Fact) -> None:
     # The record's time is its message's dispatch (as a London day), so the trend's
     # windowed table counts a read or response on the day its message went out.
     timestamp = london_day_timestamp(fact.dispatched_at)
-    for key in fact.aggregate_keys():
-        await send(metric_facts, key.encode(), payload, timestamp=timestamp)
+    await send(metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp)
 
 
 async def _observe(event: Any) -> tuple[str, FactKind, float, tuple[str, ...] | None] | None:
@@ -154,16 +157,30 @@ async def snapshot_practices() -> None:
         if raw["partition"] not in owned:
             continue
         arm, message_type, ods = key.split("|", 2)
+        if message_type == ALL:
+            # Kept by versions that counted every fact a second time under ``all``; the
+            # same facts are in their own type's row, which ``all``'s collector sums.
+            continue
         stats = ArmStats.from_json(raw["stats"], settings.metric_horizons)
         counts = {
             str(h): [c.sent, c.responded, c.read, c.fallbacks]
             for h, c in stats.snapshot(now).items()
         }
-        snapshot = {"arm": arm, "ods": ods, "counts": counts, "days": days.get(key, {})}
+        snapshot = {
+            "arm": arm,
+            "ods": ods,
+            "type": message_type,
+            "counts": counts,
+            "days": days.get(key, {}),
+        }
         value = json.dumps(snapshot, sort_keys=True)
         if _sent_snapshots.get(key) == value:
             continue
-        await send(practice_stats, message_type.encode(), value.encode())
+        # To its type's collector, and to the collector of ``all``, which sums the types:
+        # a snapshot per practice and type every few seconds, where counting ``all`` as
+        # facts cost a second record per fact.
+        for collector in (message_type, ALL):
+            await send(practice_stats, collector.encode(), value.encode())
         _sent_snapshots[key] = value
 
 
@@ -175,6 +192,8 @@ async def collect(stream: Any) -> None:
         snapshot = json.loads(event.message.value)
         current = dict(practice_table.get(message_type) or {"practices": {}})
         practice = f"{snapshot['arm']}|{snapshot['ods']}"
+        if message_type == ALL:
+            practice += f"|{snapshot.get('type', ALL)}"
         practices = dict(current["practices"]) | {practice: snapshot["counts"]}
         days = dict(current.get("days") or {}) | {practice: snapshot.get("days", {})}
         practice_table[message_type] = {
@@ -263,6 +282,9 @@ async def publish() -> None:
         if raw["partition"] not in owned:
             continue
         practices = raw["practices"]
+        days = raw.get("days") or {}
+        if message_type == ALL:
+            practices, days = sum_types(practices), sum_types(days)
         for horizon in settings.metric_horizons:
             for arm, counts in arm_totals(practices, horizon).items():
                 if arm not in ARMS:
@@ -294,7 +316,7 @@ async def publish() -> None:
             comparison = comparison_metric(message_type, horizon, compare(rows), now)
             await send(pilot_metrics, comparison_key.encode(), encode(comparison))
             _published[comparison_key] = fingerprint
-        for (arm, day), row in sorted(daily_totals(raw.get("days") or {}).items()):
+        for (arm, day), row in sorted(daily_totals(days).items()):
             trend_key = f"trend|{arm}|{message_type}|{day}"
             if arm not in ARMS or _published.get(trend_key) == row:
                 continue

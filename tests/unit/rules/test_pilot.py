@@ -18,6 +18,7 @@ from appfirst.rules.pilot import (
     bucket_width,
     london_day_timestamp,
     message_facts,
+    sum_types,
     window_day,
 )
 
@@ -126,14 +127,28 @@ def test_response_rate() -> None:
     assert Counts().response_rate is None
 
 
-def test_fact_aggregate_keys_give_the_type_key_and_the_all_key() -> None:
+def test_a_fact_is_counted_once_under_its_arm_type_and_practice() -> None:
     f = Fact("sent", "control", "bp_monitoring_questionnaire", 0.0, 0.0, "C0001")
-    assert f.aggregate_keys() == (
-        "control|bp_monitoring_questionnaire|C0001",
-        "control|all|C0001",
-    )
+    assert f.aggregate_key() == "control|bp_monitoring_questionnaire|C0001"
     g = Fact("read", "treatment", "sms", 0.0, 5, "T0002")
-    assert g.aggregate_keys() == ("treatment|sms|T0002", "treatment|all|T0002")
+    assert g.aggregate_key() == "treatment|sms|T0002"
+
+
+def test_all_is_the_sum_of_each_practices_types() -> None:
+    collected = {
+        "treatment|T0001|sms": {"3600": [10, 2, 0, 0], "86400": [10, 4, 0, 0]},
+        "treatment|T0001|sms_with_response": {"3600": [5, 1, 3, 1]},
+        "control|C0001|sms": {"3600": [7, 3, 0, 0]},
+        # Written when ``all`` was counted as facts of its own: the same messages again.
+        "treatment|T0001": {"3600": [15, 3, 3, 1]},
+        "treatment|T0001|all": {"3600": [15, 3, 3, 1]},
+    }
+    assert sum_types(collected) == {
+        "treatment|T0001": {"3600": [15, 3, 3, 1], "86400": [10, 4, 0, 0]},
+        "control|C0001": {"3600": [7, 3, 0, 0]},
+    }
+    days = {"control|C0001|sms": {"2026-11-30": [1, 0, 0, 1]}, "control|C0001|x": {}}
+    assert sum_types(days) == {"control|C0001": {"2026-11-30": [1, 0, 0, 1]}}
 
 
 # --- folding ----------------------------------------------------------------------------
