@@ -49,7 +49,10 @@ ALL = "all"  # the message type that stands for every type
 message_table = table("metric-messages")
 # arm|type|ods -> {"partition": p, "stats": ArmStats JSON}
 stats_table = table("arm-stats")
-# type -> {"partition": p, "practices": {arm|ods: {horizon: [sent, responded, read, fb]}}}
+# collector|arm|ods (|type in the collector of all) -> {"partition": p,
+#   "counts": {horizon: [sent, responded, read, fb]}, "days": {date: [sent, read, fb, resp]}}
+# A row per practice, not per collector: a snapshot then rewrites one practice's counts,
+# not every practice's (at national scale, thousands, times the types for ``all``).
 practice_table = table("practice-summaries")
 # arm|type|ods|kind -> count, per London day of dispatch. The key starts with the
 # metric-facts key, so each key is written from one source partition, as Faust requires.
@@ -188,19 +191,33 @@ async def snapshot_practices() -> None:
 async def collect(stream: Any) -> None:
     async for event in stream.events():
         count_in(event)
-        message_type = event.message.key.decode()
+        collector = event.message.key.decode()
         snapshot = json.loads(event.message.value)
-        current = dict(practice_table.get(message_type) or {"practices": {}})
         practice = f"{snapshot['arm']}|{snapshot['ods']}"
-        if message_type == ALL:
+        if collector == ALL:
             practice += f"|{snapshot.get('type', ALL)}"
-        practices = dict(current["practices"]) | {practice: snapshot["counts"]}
-        days = dict(current.get("days") or {}) | {practice: snapshot.get("days", {})}
-        practice_table[message_type] = {
+        practice_table[f"{collector}|{practice}"] = {
             "partition": event.message.partition,
-            "practices": practices,
-            "days": days,
+            "counts": snapshot["counts"],
+            "days": snapshot.get("days", {}),
         }
+
+
+def collected(rows: list[tuple[str, Any]], owned: set[int]) -> dict[str, tuple[Any, Any]]:
+    """collector -> (practice -> counts, practice -> days), for the owned partitions.
+
+    Rows keyed by a message type alone held a whole collector in the layout before; each
+    practice's next snapshot replaces them (a restarted worker sends every snapshot anew).
+    """
+    result: dict[str, tuple[Any, Any]] = {}
+    for key, raw in rows:
+        if "|" not in key or raw["partition"] not in owned:
+            continue
+        collector, practice = key.split("|", 1)
+        practices, days = result.setdefault(collector, ({}, {}))
+        practices[practice] = raw["counts"]
+        days[practice] = raw.get("days") or {}
+    return result
 
 
 def arm_totals(practices: dict[str, Any], horizon: int) -> dict[str, Counts]:
@@ -278,11 +295,7 @@ async def publish() -> None:
         return
     owned = _owned("practice-stats")
     now = clock.now()
-    for message_type, raw in list(practice_table.items()):
-        if raw["partition"] not in owned:
-            continue
-        practices = raw["practices"]
-        days = raw.get("days") or {}
+    for message_type, (practices, days) in collected(list(practice_table.items()), owned).items():
         if message_type == ALL:
             practices, days = sum_types(practices), sum_types(days)
         for horizon in settings.metric_horizons:
