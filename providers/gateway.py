@@ -10,7 +10,9 @@ its rate limit, and retries what can be retried.
   resent: Notify is asked by reference first; the NHS App, which cannot be asked, is left
   to its receipts and the fallback deadline (``SentUnconfirmed``).
 - It never gives up on a retriable failure: a message held back is late, a message dropped
-  is lost. A ``ProviderRejected`` (the request itself is wrong) goes back to the caller.
+  is lost. Only a stopping worker gives up, between attempts (``stop_new_attempts``): the
+  message is then sent by whoever reads it next. A ``ProviderRejected`` (the request
+  itself is wrong) goes back to the caller.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from dataclasses import dataclass
 import httpx
 
 from appfirst import telemetry
-from appfirst.errors import ProviderRejected, ProviderUnavailable, SentUnconfirmed, Throttled
+from appfirst.errors import (
+    ProviderRejected,
+    ProviderUnavailable,
+    SendAbandoned,
+    SentUnconfirmed,
+    Throttled,
+)
 from appfirst.providers.base import Outbound
 from appfirst.providers.http import CircuitBreaker, backoff
 from appfirst.providers.nhsapp import NhsAppClient
@@ -69,6 +77,12 @@ class Gateway:
             ),
         }
         self.attempts = 0
+        self.stopping = False
+
+    def stop_new_attempts(self) -> None:
+        """From now on, a send raises ``SendAbandoned`` instead of starting an attempt: a
+        stopping worker finishes the request in flight and starts no other."""
+        self.stopping = True
 
     async def send(self, message: Outbound) -> str:
         route = self._routes["nhs_app" if message.channel == "nhs_app" else "notify"]
@@ -77,6 +91,8 @@ class Gateway:
         while True:
             await self._closed_circuit(route)
             await route.bucket.acquire()
+            if self.stopping:
+                raise SendAbandoned(f"{name}: worker stopping before attempt {attempt + 1}")
             attempt += 1
             self.attempts += 1
             started = time.perf_counter()

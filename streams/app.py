@@ -70,9 +70,11 @@ app = App(
 
 
 def current(event: Any) -> bool:
-    """Whether ``event`` was fetched in the group's current generation: one fetched before
-    the latest rebalance is read again from the committed offset (``streams/rewind.py``)."""
-    return bool(event.message.generation_id == app.consumer_generation_id)
+    """Whether ``event`` was fetched in the group's current generation and no rebalance is
+    under way: any other is read again from the committed offset (``streams/rewind.py``)."""
+    return bool(
+        app.flow_control.is_active() and event.message.generation_id == app.consumer_generation_id
+    )
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from appfirst import telemetry
-from appfirst.errors import ProviderRejected, SentUnconfirmed
+from appfirst.errors import ProviderRejected, SendAbandoned, SentUnconfirmed
 from appfirst.providers import factory
 from appfirst.providers.base import Outbound, Sender
 from appfirst.providers.callbacks import fallback_reference
@@ -63,12 +63,6 @@ def _fallback_outbound(fb: Fallback) -> Outbound | None:
     )
 
 
-# How long a stop waits for a send under way: its request (bounded by the provider timeout)
-# and its ledger row's flush, with room to spare. Past it, the send is waiting out a backoff
-# or an open circuit, with nothing in flight, and is cancelled: read again, it is sent then.
-STOP_GRACE_SECONDS = settings.provider_timeout_seconds + 5.0
-
-
 @app.agent(dispatcher_source)
 async def dispatch(stream: Any) -> None:
     async for event in stream.events():
@@ -79,13 +73,17 @@ async def dispatch(stream: Any) -> None:
         # provider with no ledger row to show for it, and the record, read again by the
         # partition's next owner, would be sent twice. So the send under way is finished
         # first (its answer awaited, its ledger row written through), then the stop goes on.
+        # No new attempt starts: one waiting out a backoff or an open circuit gives up, with
+        # nothing in flight, and the partition's next owner sends it.
         under_way = asyncio.ensure_future(_send_once(out, kind))
         try:
             await asyncio.shield(under_way)
         except asyncio.CancelledError:
-            done, _ = await asyncio.wait({under_way}, timeout=STOP_GRACE_SECONDS)
-            if not done:
-                under_way.cancel()
+            if _sender is not None:
+                _sender.stop_new_attempts()
+            await asyncio.wait({under_way})
+            if not under_way.cancelled() and under_way.exception() is not None:
+                log.error("send under way at the stop failed", exc_info=under_way.exception())
             raise
 
 
@@ -125,6 +123,8 @@ async def _send_once(out: Outbound, kind: str) -> None:
         ledger[out.reference] = {"rejected": exc.status}
         await _failure_receipt(out)
         return
+    except SendAbandoned:
+        return  # stopping: not in the ledger, so whoever reads it next sends it
     except SentUnconfirmed:
         log.warning(
             "send unconfirmed, not resent reference=%s",

@@ -196,6 +196,8 @@ async def collect(stream: Any) -> None:
         practice = f"{snapshot['arm']}|{snapshot['ods']}"
         if collector == ALL:
             practice += f"|{snapshot.get('type', ALL)}"
+        if collector in practice_table:
+            del practice_table[collector]  # the whole collector's row of the layout before
         practice_table[f"{collector}|{practice}"] = {
             "partition": event.message.partition,
             "counts": snapshot["counts"],
@@ -206,8 +208,9 @@ async def collect(stream: Any) -> None:
 def collected(rows: list[tuple[str, Any]], owned: set[int]) -> dict[str, tuple[Any, Any]]:
     """collector -> (practice -> counts, practice -> days), for the owned partitions.
 
-    Rows keyed by a message type alone held a whole collector in the layout before; each
-    practice's next snapshot replaces them (a restarted worker sends every snapshot anew).
+    Rows keyed by a message type alone held a whole collector in the layout before: they
+    are left out (``collect`` deletes each as its collector's first new row is written),
+    and the practices' next snapshots fill the new rows (a restarted worker sends them all).
     """
     result: dict[str, tuple[Any, Any]] = {}
     for key, raw in rows:

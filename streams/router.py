@@ -7,6 +7,7 @@ patient's eligibility in its local table. Practice settings are small and global
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from appfirst import telemetry
@@ -81,26 +82,36 @@ async def route_requests(stream: Any) -> None:
     # A batch at a time: the decisions of a batch are made durable with one flush, which is
     # what each message used to wait for on its own (a broker round trip each).
     async for batch in stream.take_events(settings.route_batch, within=settings.route_within):
-        out: list[Dispatch] = []
-        decided = False
-        for event in batch:
-            if not current(event):
-                # Fetched before a rebalance: its partition may be another worker's now, and
-                # two workers deciding one request could decide differently. It is read
-                # again from the committed offset by whoever owns it.
-                continue
-            with acting_for(event):
-                dispatch, new = await _decide(event)
-            if dispatch is not None:
-                out.append(dispatch)
-                decided = decided or new
-        if decided:
-            # The decisions must be durable before anyone can act on them: were a dispatch
-            # out and its decision lost in a crash, a re-decision could differ (other time,
-            # new eligibility) and a message could be sent both ways.
-            await durable()
-        for dispatch in out:
-            await send(dispatches, dispatch.message_id.encode(), encode(dispatch))
+        try:
+            await _route(batch)
+        except Exception:
+            # Faust acknowledges the whole batch as the agent fails: crash-only, exit before
+            # anything more is committed, so that the batch is read again.
+            log.exception("unexpected error routing a batch; exiting")
+            os._exit(70)
+
+
+async def _route(batch: list[Any]) -> None:
+    out: list[Dispatch] = []
+    decided = False
+    for event in batch:
+        if not current(event):
+            # Fetched before a rebalance, or one is under way: its partition may be another
+            # worker's now, and two workers deciding one request could decide differently.
+            # It is read again from the committed offset by whoever owns it.
+            continue
+        with acting_for(event):
+            dispatch, new = await _decide(event)
+        if dispatch is not None:
+            out.append(dispatch)
+            decided = decided or new
+    if decided:
+        # The decisions must be durable before anyone can act on them: were a dispatch out
+        # and its decision lost in a crash, a re-decision could differ (other time, new
+        # eligibility) and a message could be sent both ways.
+        await durable()
+    for dispatch in out:
+        await send(dispatches, dispatch.message_id.encode(), encode(dispatch))
 
 
 async def _decide(event: Any) -> tuple[Dispatch | None, bool]:

@@ -78,6 +78,11 @@ class Unauthorised(ProviderUnavailable):
     pass
 
 
+class SendAbandoned(AppfirstError):
+    """A send given up before its next attempt because the worker is stopping: nothing is
+    in flight, and the partition's next owner sends it."""
+
+
 class SentUnconfirmed(ProviderError):
     """An NHS App send whose outcome is unknown. It is not resent (that could show the
     patient the message twice); its receipts or its fallback deadline settle it."""

@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from appfirst.broker import free_port
-from appfirst.errors import ProviderUnavailable, SentUnconfirmed, Unauthorised
+from appfirst.errors import ProviderUnavailable, SendAbandoned, SentUnconfirmed, Unauthorised
 from appfirst.providers import factory
 from appfirst.providers.auth import ensure_sandbox_key, generate_private_key_pem
 from appfirst.providers.base import Outbound
@@ -231,6 +231,28 @@ async def test_an_outage_holds_messages_and_sends_each_once_after(start: Start) 
     assert len(sim.sends) == 40 and all(s.calls == 1 for s in sim.sends.values())
     # The circuit kept the hammering down: a handful of probes per client, not thousands.
     assert sim.counts["outage_refused"] < 200
+
+
+async def test_a_stopping_worker_starts_no_new_attempt(start: Start) -> None:
+    # A send retrying through an outage: at a stop it gives up before its next attempt
+    # (nothing in flight, so the next owner can send it), and nothing reaches the provider.
+    sim, settings = await start()
+    sim.outage_until = time.time() + 60
+    gateway = factory.gateway(settings)
+    try:
+        sending = asyncio.ensure_future(gateway.send(sms_message(1)))
+        for _ in range(500):  # until the first attempt has been refused
+            if sim.counts["outage_refused"]:
+                break
+            await asyncio.sleep(0.02)
+        gateway.stop_new_attempts()
+        with pytest.raises(SendAbandoned):
+            await asyncio.wait_for(sending, 10)  # at most one backoff or circuit wait
+        with pytest.raises(SendAbandoned):
+            await gateway.send(sms_message(2))
+    finally:
+        await gateway.aclose()
+    assert not sim.sends
 
 
 async def test_the_patients_report_is_read_across_pages(start: Start) -> None:
