@@ -79,7 +79,9 @@ async def dispatch(stream: Any) -> None:
         try:
             await asyncio.shield(under_way)
         except asyncio.CancelledError:
-            if _sender is not None:
+            # Only when the worker is stopping: the flag is never lifted, and an agent
+            # restarted in a running worker must go on sending.
+            if _sender is not None and app.should_stop:
                 _sender.stop_new_attempts()
             await asyncio.wait({under_way})
             if not under_way.cancelled() and under_way.exception() is not None:
