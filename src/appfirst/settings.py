@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     route_within: float = Field(
         default=0.005, gt=0, description="seconds a batch waits to fill before routing"
     )
+    metrics_batch: int = Field(
+        default=500, ge=1, description="metric facts counted per write of a practice's row"
+    )
     commit_interval_seconds: float = Field(
         default=2.8, gt=0, description="how often processed offsets are committed (Faust's)"
     )
