@@ -97,6 +97,13 @@ def table(results: dict[str, Any]) -> Table:
         ratio = p["events_per_second"] / b["events_per_second"]
         row("pipeline messages/s", f"{p['messages_per_second']:,.0f}", "", None)
         row("pipeline events/s", f"{p['events_per_second']:,.0f}", "", None)
+        if "internal_records_per_event" in p:
+            row(
+                "records the worker wrote per event",
+                f"{p['internal_records_per_event']:.1f}",
+                "",
+                None,
+            )
         row("bare Faust events/s (decode only)", f"{b['events_per_second']:,.0f}", "", None)
         row("pipeline / bare", f"{ratio:.2f}", ">= 0.6", ratio >= 0.6)
     if lat := results.get("latency"):

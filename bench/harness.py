@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -168,6 +169,22 @@ async def partitions(consumer: AIOKafkaConsumer, name: str) -> list[TopicPartiti
     return [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
 
 
+async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> dict[Any, int]:
+    """Each partition's true end. Tansu's list-offsets answers the last batch's base offset
+    plus one, not its last offset plus one (measured: 1 where a 1,283-record batch ended at
+    1,283), so the listed end is confirmed by reading that last batch through. Without this
+    a load written in large batches looks consumed as soon as its first record is."""
+    listed = await consumer.end_offsets(tps)
+    ends = dict(listed)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, max(0, listed[tp] - 1))
+    while batch := await consumer.getmany(timeout_ms=300, max_records=100_000):
+        for tp, records in batch.items():
+            ends[tp] = max(ends[tp], records[-1].offset + 1)
+    return ends
+
+
 async def lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
     """Records of ``topics`` the group has not committed yet. (Tansu answers the admin
     client's OffsetFetch in a shape aiokafka cannot read; a consumer's ``committed`` works.)
@@ -179,12 +196,14 @@ async def lag(settings: Settings, group: str, topics: Iterable[str]) -> int:
     await consumer.start()
     try:
         tps = [tp for name in names for tp in await partitions(consumer, name)]
-        ends = await consumer.end_offsets(tps)
-        behind = 0
-        for tp, end in ends.items():
-            done = await consumer.committed(tp) or 0
-            behind += max(0, end - done)
-        return behind
+        done = {tp: await consumer.committed(tp) or 0 for tp in tps}
+        listed = await consumer.end_offsets(tps)
+        behind = sum(max(0, end - done[tp]) for tp, end in listed.items())
+        if behind:
+            return behind
+        # Caught up by the listed ends, which can trail: confirm against the true ends.
+        ends = await end_offsets(consumer, tps)
+        return sum(max(0, end - done[tp]) for tp, end in ends.items())
     finally:
         await consumer.stop()
 

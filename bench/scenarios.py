@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from appfirst.codecs import Decoder
 from appfirst.topics.models import Fallback
 
-from .harness import Bench, cpu_seconds, partitions, rss_bytes, wait_caught_up
+from .harness import Bench, cpu_seconds, end_offsets, partitions, rss_bytes, wait_caught_up
 from .loads import Traffic, paced_requests, pending_dispatches, recorded_day
 
 # What the worker's consumer group reads (the broadcast tables read outside the group).
@@ -54,11 +54,17 @@ async def pipeline(
             await bench.wait_ready(port)
         await wait_caught_up(bench.settings, group, SETUP_TOPICS, timeout=120)
         cpu0 = sum(cpu_seconds(p.pid) for p in bench.procs)
+        before = await _records_by_topic(bench)
         start = time.perf_counter()
         events = await _load(bench, traffic, LOAD_TOPICS)
         end = await wait_caught_up(bench.settings, group, WORKER_TOPICS, timeout=900)
         cpu = sum(cpu_seconds(p.pid) for p in bench.procs) - cpu0
         seconds = end - start
+        after = await _records_by_topic(bench)
+        # What the worker wrote for the load: every topic's growth (changelogs included),
+        # less the load itself. The figure that sets the pipeline's cost against bare Faust.
+        written = {t: n - before.get(t, 0) for t, n in after.items() if n > before.get(t, 0)}
+        internal = sum(written.values()) - events
         return {
             "workers": workers,
             "messages": traffic.messages,
@@ -68,6 +74,9 @@ async def pipeline(
             "events_per_second": events / seconds,
             "worker_cpu_seconds": cpu,
             "rss_bytes": [rss_bytes(p.pid) for p in bench.procs],
+            "records_by_topic": dict(sorted(written.items(), key=lambda kv: -kv[1])),
+            "internal_records": internal,
+            "internal_records_per_event": internal / events,
         }
     finally:
         bench.stop_all()
@@ -125,9 +134,28 @@ async def _end_offsets(bench: Bench, topic: str) -> dict[Any, int]:
     await consumer.start()
     try:
         tps = await partitions(consumer, bench.settings.topic(topic))
-        return dict(await consumer.end_offsets(tps))
+        return await end_offsets(consumer, tps)
     finally:
         await consumer.stop()
+
+
+async def _records_by_topic(bench: Bench) -> dict[str, int]:
+    """Records in every topic of this measurement's prefix (Faust's changelogs too), by
+    topic name less the prefix."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bench.settings.bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        names = sorted(t for t in await consumer.topics() if t.startswith(bench.prefix))
+        tps = [tp for name in names for tp in await partitions(consumer, name)]
+        ends = await end_offsets(consumer, tps)
+    finally:
+        await consumer.stop()
+    totals: dict[str, int] = {}
+    for tp, end in ends.items():
+        short = tp.topic.removeprefix(bench.prefix)
+        totals[short] = totals.get(short, 0) + end
+    return totals
 
 
 def _percentile(values: list[float], q: float) -> float:

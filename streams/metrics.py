@@ -116,7 +116,7 @@ async def aggregate(stream: Any) -> None:
     # A batch at a time: a practice's row is written once per batch, not once per fact.
     # Facts come keyed by practice and type, so a batch holds many of each (every fact
     # used to cost two changelog records, which were most of this agent's cost).
-    async for batch in stream.take_events(settings.metrics_batch, within=settings.route_within):
+    async for batch in stream.take_events(settings.metrics_batch, within=settings.metrics_within):
         try:
             _aggregate(batch)
         except Exception:

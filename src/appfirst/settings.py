@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     metrics_batch: int = Field(
         default=500, ge=1, description="metric facts counted per write of a practice's row"
     )
+    metrics_within: float = Field(
+        default=1.0,
+        gt=0,
+        description="seconds a batch of metric facts waits to fill (metrics are published "
+        "every METRICS_PUBLISH_SECONDS, so waiting costs nothing a reader sees)",
+    )
     commit_interval_seconds: float = Field(
         default=2.8, gt=0, description="how often processed offsets are committed (Faust's)"
     )
