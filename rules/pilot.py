@@ -149,6 +149,32 @@ def window_day(window_start: float) -> date:
     return datetime.fromtimestamp(window_start, UTC).date()
 
 
+TREND_KINDS: tuple[FactKind, ...] = ("sent", "read", "fallback", "responded")
+
+
+def london_date(at: float) -> date:
+    """The London calendar day of ``at``: the day a trend counts a message's facts on."""
+    return window_day(london_day_timestamp(at) // DAY * DAY)
+
+
+def count_day(days: dict[str, list[int]], fact: Fact) -> None:
+    """Count ``fact`` on its message's London day of dispatch (a read or a response
+    counts on the day its message went out): date -> [sent, read, fallbacks, responded]."""
+    row = days.setdefault(london_date(fact.dispatched_at).isoformat(), [0] * len(TREND_KINDS))
+    row[TREND_KINDS.index(fact.kind)] += 1
+
+
+def kept_days(days: dict[str, list[int]], now: float, keep: int) -> dict[str, list[int]]:
+    """The days a trend still reports at ``now``: those of the last ``keep`` days' windows
+    (a day stays while its window started after ``keep`` days before now, London time)."""
+    oldest = london_day_timestamp(now) - keep * DAY
+    return {
+        d: row
+        for d, row in days.items()
+        if datetime.combine(date.fromisoformat(d), datetime.min.time(), UTC).timestamp() >= oldest
+    }
+
+
 def message_facts(
     state: dict[str, Any], kind: FactKind, at: float, sent_as: tuple[str, ...] | None = None
 ) -> list[Fact]:

@@ -8,8 +8,10 @@
    by message type, so that one place sees every practice of a message type, and keyed
    ``all``, whose collector sums each practice's types (a fact is counted once, under its
    own type).
-   ``aggregate`` also counts each fact in a windowed table (tumbling London days, expiring
-   after ``METRIC_TREND_DAYS``) by its message's dispatch day; the snapshot carries them.
+   ``aggregate`` also counts each fact, in the same row, on its message's London day of
+   dispatch (days kept for ``METRIC_TREND_DAYS``); the snapshot carries them. It takes
+   facts a batch at a time (``METRICS_BATCH``, ``METRICS_WITHIN``) and writes each row
+   once per batch.
 3. ``collect`` keeps the latest counts of every practice per message type; a timer
    publishes ``arm_rate`` (summed over practices), ``comparison`` (practices as the unit,
    ``rules/stats.py``) and ``trend`` (daily, summed over practices) records when they
@@ -27,11 +29,14 @@ import faust
 
 from appfirst.rules.pilot import (
     DAY,
+    TREND_KINDS,
     ArmStats,
     Counts,
     Fact,
     FactKind,
+    count_day,
     epoch,
+    kept_days,
     london_day_timestamp,
     message_facts,
     sum_types,
@@ -48,16 +53,17 @@ ALL = "all"  # the message type that stands for every type
 
 # message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t}
 message_table = table("metric-messages")
-# arm|type|ods -> {"partition": p, "stats": ArmStats JSON}
+# arm|type|ods -> {"partition": p, "stats": ArmStats JSON,
+#   "days": {London date of dispatch: [sent, read, fallbacks, responded]}} (the trend)
 stats_table = table("arm-stats")
 # collector|arm|ods (|type in the collector of all) -> {"partition": p,
 #   "counts": {horizon: [sent, responded, read, fb]}, "days": {date: [sent, read, fb, resp]}}
 # A row per practice, not per collector: a snapshot then rewrites one practice's counts,
 # not every practice's (at national scale, thousands, times the types for ``all``).
 practice_table = table("practice-summaries")
-# arm|type|ods|kind -> count, per London day of dispatch. The key starts with the
-# metric-facts key, so each key is written from one source partition, as Faust requires.
-TREND_KINDS: tuple[FactKind, ...] = ("sent", "read", "fallback", "responded")
+# arm|type|ods|kind -> count, per London day of dispatch: where versions before 2026-12-02
+# counted the trend (a changelog record per fact). Read, never written, until its days
+# expire; the trend is now counted in each practice's ``arm-stats`` row.
 trend_table = app.Table(
     "metric-trend",
     default=int,
@@ -70,8 +76,8 @@ _published: dict[str, Any] = {}
 
 async def _emit(fact: Fact) -> None:
     payload = json.dumps(vars(fact)).encode()
-    # The record's time is its message's dispatch (as a London day), so the trend's
-    # windowed table counts a read or response on the day its message went out.
+    # The record's time is its message's dispatch (as a London day), the day the trend
+    # counts a read or response on (versions before 2026-12-02 windowed by it).
     timestamp = london_day_timestamp(fact.dispatched_at)
     await send(metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp)
 
@@ -127,46 +133,51 @@ async def aggregate(stream: Any) -> None:
 
 
 def _aggregate(batch: list[Any]) -> None:
-    stats: dict[str, tuple[ArmStats, Any]] = {}  # key -> (stats, the last event counted)
-    trend: dict[tuple[str, float], tuple[int, Any]] = {}  # (key|kind, day) -> (n, an event)
+    # key -> (stats, trend days, the last event counted)
+    rows: dict[str, tuple[ArmStats, dict[str, list[int]], Any]] = {}
     for event in batch:
         if not current(event):
             continue  # read again by the partition's owner (streams/rewind.py)
         count_in(event)
         key = event.message.key.decode()
         fact = Fact(**json.loads(event.message.value))
-        if key not in stats:
+        if key in rows:
+            stats, days, _ = rows[key]
+        else:
             raw = stats_table.get(key)
-            loaded = (
+            stats = (
                 ArmStats.from_json(raw["stats"], settings.metric_horizons)
                 if raw
                 else ArmStats.new(settings.metric_horizons)
             )
-            stats[key] = (loaded, event)
-        row = stats[key][0]
-        row.add(fact)
-        stats[key] = (row, event)
-        # The record's timestamp is the fact's London day of dispatch (``_emit``): the
-        # window the trend's count goes to.
-        day = (f"{key}|{fact.kind}", event.message.timestamp)
-        n, _ = trend.get(day, (0, event))
-        trend[day] = (n + 1, event)
+            days = {d: list(row) for d, row in (raw or {}).get("days", {}).items()}
+        stats.add(fact)
+        count_day(days, fact)
+        rows[key] = (stats, days, event)
     now = clock.now().timestamp()
-    for key, (row, event) in stats.items():
-        row.fold(now)
+    for key, (stats, days, event) in rows.items():
+        stats.fold(now)
         with acting_for(event):  # each key's changelog partition is its events'
-            stats_table[key] = {"partition": event.message.partition, "stats": row.to_json()}
-    for (trend_key, _), (n, event) in trend.items():
-        with acting_for(event):  # and its window, from the event's timestamp
-            trend_table[trend_key] += n
+            stats_table[key] = {
+                "partition": event.message.partition,
+                "stats": stats.to_json(),
+                "days": kept_days(days, now, settings.metric_trend_days),
+            }
 
 
 def trend_days(now: float) -> dict[str, dict[str, list[int]]]:
     """arm|type|ods -> {London date: [sent, read, fallbacks, responded]}, for the days
-    still kept (Faust expires old windows only on a live worker; after recovery they stay
+    still kept: each practice's row, plus what the windowed table of earlier versions
+    holds (Faust expires old windows only on a live worker; after recovery they stay
     until the changelog's retention drops them, so they are cut here too)."""
-    oldest = london_day_timestamp(now) - settings.metric_trend_days * DAY
+    keep = settings.metric_trend_days
     result: dict[str, dict[str, list[int]]] = {}
+    for key, raw in list(stats_table.items()):
+        for day, counts in kept_days(raw.get("days", {}), now, keep).items():
+            row = result.setdefault(key, {}).setdefault(day, [0] * len(TREND_KINDS))
+            for i, n in enumerate(counts):
+                row[i] += n
+    oldest = london_day_timestamp(now) - keep * DAY
     for (key, (start, _)), count in list(trend_table.table.data.items()):
         if start < oldest:
             continue

@@ -16,6 +16,9 @@ from appfirst.rules.pilot import (
     Counts,
     Fact,
     bucket_width,
+    count_day,
+    kept_days,
+    london_date,
     london_day_timestamp,
     message_facts,
     sum_types,
@@ -367,3 +370,34 @@ def test_a_trend_day_is_a_london_calendar_day(utc: str, london_date: str) -> Non
     shifted = london_day_timestamp(at)
     # Faust's tumbling windows start at multiples of the size from the epoch.
     assert window_day(shifted // DAY * DAY).isoformat() == london_date
+
+
+@pytest.mark.parametrize(
+    ("utc", "expected"),
+    [
+        ("2026-07-01T23:30:00+00:00", "2026-07-02"),
+        ("2026-07-01T22:59:59+00:00", "2026-07-01"),
+        ("2026-12-01T23:30:00+00:00", "2026-12-01"),
+        ("2026-10-24T23:30:00+00:00", "2026-10-25"),
+    ],
+)
+def test_london_date_is_the_windowed_tables_day(utc: str, expected: str) -> None:
+    at = datetime.fromisoformat(utc).timestamp()
+    assert london_date(at).isoformat() == expected
+    assert london_date(at) == window_day(london_day_timestamp(at) // DAY * DAY)
+
+
+def test_count_day_counts_each_fact_on_its_dispatch_day() -> None:
+    sent_at = datetime.fromisoformat("2026-07-01T23:30:00+00:00").timestamp()  # 2 July, BST
+    days: dict[str, list[int]] = {}
+    for kind, delay in (("sent", 0.0), ("read", 3600.0), ("responded", 86_400.0)):
+        count_day(days, Fact(kind, "treatment", "questionnaire", sent_at, delay))  # type: ignore[arg-type]
+    count_day(days, Fact("sent", "treatment", "questionnaire", sent_at - 3600))
+    assert days == {"2026-07-02": [1, 1, 0, 1], "2026-07-01": [1, 0, 0, 0]}
+
+
+def test_kept_days_drops_days_older_than_the_trend_keeps() -> None:
+    now = datetime.fromisoformat("2026-12-10T12:00:00+00:00").timestamp()
+    days = {d: [1, 0, 0, 0] for d in ("2026-12-10", "2026-12-04", "2026-12-03", "2026-11-01")}
+    assert set(kept_days(days, now, keep=7)) == {"2026-12-10", "2026-12-04"}
+    assert set(kept_days(days, now, keep=56)) == set(days)
