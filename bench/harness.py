@@ -176,12 +176,19 @@ async def end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> 
     a load written in large batches looks consumed as soon as its first record is."""
     listed = await consumer.end_offsets(tps)
     ends = dict(listed)
+    unread = {tp for tp in tps if listed[tp] > 0}
     consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, max(0, listed[tp] - 1))
-    while batch := await consumer.getmany(timeout_ms=300, max_records=100_000):
+    for tp in unread:
+        consumer.seek(tp, listed[tp] - 1)
+    deadline = time.perf_counter() + 60
+    while unread:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"last batches of {sorted(map(str, unread))} not read in 60 s")
+        batch = await consumer.getmany(*unread, timeout_ms=500, max_records=100_000)
         for tp, records in batch.items():
+            # A fetch returns whole batches: the first one read holds the listed base.
             ends[tp] = max(ends[tp], records[-1].offset + 1)
+            unread.discard(tp)
     return ends
 
 

@@ -9,6 +9,7 @@ bucket joins horizon ``h`` once its end plus ``h`` has passed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -168,11 +169,17 @@ def kept_days(days: dict[str, list[int]], now: float, keep: int) -> dict[str, li
     """The days a trend still reports at ``now``: those of the last ``keep`` days' windows
     (a day stays while its window started after ``keep`` days before now, London time)."""
     oldest = london_day_timestamp(now) - keep * DAY
-    return {
-        d: row
-        for d, row in days.items()
-        if datetime.combine(date.fromisoformat(d), datetime.min.time(), UTC).timestamp() >= oldest
-    }
+    # Windows start on whole days: the first one kept, as an ISO date that sorts as text.
+    first = window_day(math.ceil(oldest / DAY) * DAY).isoformat()
+    return {d: row for d, row in days.items() if d >= first}
+
+
+def add_days(into: dict[str, list[int]], days: dict[str, list[int]]) -> None:
+    """Sum one trend's day counts into another's."""
+    for day, counts in days.items():
+        row = into.setdefault(day, [0] * len(TREND_KINDS))
+        for i, n in enumerate(counts):
+            row[i] += n
 
 
 def message_facts(

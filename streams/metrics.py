@@ -34,6 +34,7 @@ from appfirst.rules.pilot import (
     Counts,
     Fact,
     FactKind,
+    add_days,
     count_day,
     epoch,
     kept_days,
@@ -155,29 +156,29 @@ def _aggregate(batch: list[Any]) -> None:
         count_day(days, fact)
         rows[key] = (stats, days, event)
     now = clock.now().timestamp()
+    # Every row is made before any is written: an error part-way (the process exits, the
+    # batch is read again) must not leave some rows counted and the rest not.
+    updates = []
     for key, (stats, days, event) in rows.items():
         stats.fold(now)
+        row = {
+            "partition": event.message.partition,
+            "stats": stats.to_json(),
+            "days": kept_days(days, now, settings.metric_trend_days),
+        }
+        updates.append((key, row, event))
+    for key, row, event in updates:
         with acting_for(event):  # each key's changelog partition is its events'
-            stats_table[key] = {
-                "partition": event.message.partition,
-                "stats": stats.to_json(),
-                "days": kept_days(days, now, settings.metric_trend_days),
-            }
+            stats_table[key] = row
 
 
-def trend_days(now: float) -> dict[str, dict[str, list[int]]]:
-    """arm|type|ods -> {London date: [sent, read, fallbacks, responded]}, for the days
-    still kept: each practice's row, plus what the windowed table of earlier versions
-    holds (Faust expires old windows only on a live worker; after recovery they stay
-    until the changelog's retention drops them, so they are cut here too)."""
-    keep = settings.metric_trend_days
+def legacy_trend_days(now: float) -> dict[str, dict[str, list[int]]]:
+    """arm|type|ods -> {London date: counts} from the windowed table versions before
+    2026-12-02 wrote, for the days still kept (Faust expires old windows only on a live
+    worker; after recovery they stay until the changelog's retention drops them, so they
+    are cut here too). Empty once those days have passed."""
+    oldest = london_day_timestamp(now) - settings.metric_trend_days * DAY
     result: dict[str, dict[str, list[int]]] = {}
-    for key, raw in list(stats_table.items()):
-        for day, counts in kept_days(raw.get("days", {}), now, keep).items():
-            row = result.setdefault(key, {}).setdefault(day, [0] * len(TREND_KINDS))
-            for i, n in enumerate(counts):
-                row[i] += n
-    oldest = london_day_timestamp(now) - keep * DAY
     for (key, (start, _)), count in list(trend_table.table.data.items()):
         if start < oldest:
             continue
@@ -199,7 +200,7 @@ async def snapshot_practices() -> None:
         return
     owned = _owned("metric-facts")
     now = clock.now().timestamp()
-    days = trend_days(now)
+    legacy = legacy_trend_days(now)
     for key, raw in list(stats_table.items()):
         if raw["partition"] not in owned:
             continue
@@ -209,6 +210,10 @@ async def snapshot_practices() -> None:
             # same facts are in their own type's row, which ``all``'s collector sums.
             continue
         stats = ArmStats.from_json(raw["stats"], settings.metric_horizons)
+        days = kept_days(raw.get("days", {}), now, settings.metric_trend_days)
+        if key in legacy:
+            days = {d: list(row) for d, row in days.items()}  # not the stored row's lists
+            add_days(days, legacy[key])
         counts = {
             str(h): [c.sent, c.responded, c.read, c.fallbacks]
             for h, c in stats.snapshot(now).items()
@@ -218,7 +223,7 @@ async def snapshot_practices() -> None:
             "ods": ods,
             "type": message_type,
             "counts": counts,
-            "days": days.get(key, {}),
+            "days": days,
         }
         value = json.dumps(snapshot, sort_keys=True)
         if _sent_snapshots.get(key) == value:

@@ -15,6 +15,7 @@ from appfirst.rules.pilot import (
     ArmStats,
     Counts,
     Fact,
+    add_days,
     bucket_width,
     count_day,
     kept_days,
@@ -401,3 +402,17 @@ def test_kept_days_drops_days_older_than_the_trend_keeps() -> None:
     days = {d: [1, 0, 0, 0] for d in ("2026-12-10", "2026-12-04", "2026-12-03", "2026-11-01")}
     assert set(kept_days(days, now, keep=7)) == {"2026-12-10", "2026-12-04"}
     assert set(kept_days(days, now, keep=56)) == set(days)
+
+
+def test_kept_days_keeps_the_day_whose_window_opens_exactly_at_the_cut() -> None:
+    # In GMT London is UTC: 56 days before midnight of 10 December is midnight of 15 October
+    # (BST then, but the cut is on the shifted clock, as Faust's windows were).
+    now = datetime.fromisoformat("2026-12-10T00:00:00+00:00").timestamp()
+    days = {"2026-10-15": [1, 0, 0, 0], "2026-10-14": [1, 0, 0, 0]}
+    assert set(kept_days(days, now, keep=56)) == {"2026-10-15"}
+
+
+def test_add_days_sums_a_legacy_trend_into_a_rows() -> None:
+    days = {"2026-12-01": [2, 1, 0, 0]}
+    add_days(days, {"2026-12-01": [1, 0, 1, 1], "2026-11-30": [3, 0, 0, 0]})
+    assert days == {"2026-12-01": [3, 1, 1, 1], "2026-11-30": [3, 0, 0, 0]}
