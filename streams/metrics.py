@@ -183,7 +183,9 @@ def legacy_trend_days(now: float) -> dict[str, dict[str, list[int]]]:
         if start < oldest:
             continue
         prefix, kind = key.rsplit("|", 1)
-        row = result.setdefault(prefix, {}).setdefault(window_day(start).isoformat(), [0] * 4)
+        row = result.setdefault(prefix, {}).setdefault(
+            window_day(start).isoformat(), [0] * len(TREND_KINDS)
+        )
         row[TREND_KINDS.index(kind)] += count
     return result
 
