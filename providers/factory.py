@@ -15,6 +15,7 @@ from appfirst.providers.gateway import Gateway
 from appfirst.providers.nhsapp import NhsAppClient
 from appfirst.providers.notify import NotifyClient
 from appfirst.providers.reports import ReportsClient
+from appfirst.rules.sending import GiveUp
 from appfirst.settings import Settings
 
 
@@ -68,7 +69,12 @@ def gateway(settings: Settings) -> Gateway:
     nhs_app_url, _, notify_url = settings.provider_urls()
     http = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.provider_timeout_seconds),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        # Room for every request the two lanes may have in flight at once.
+        limits=httpx.Limits(
+            max_connections=settings.send_concurrency_nhs_app + settings.send_concurrency_notify,
+            max_keepalive_connections=settings.send_concurrency_nhs_app
+            + settings.send_concurrency_notify,
+        ),
     )
     return Gateway(
         http=http,
@@ -84,6 +90,7 @@ def gateway(settings: Settings) -> Gateway:
         ),
         nhs_app_per_second=settings.nhs_app_rate_per_second,
         notify_per_second=settings.notify_rate_per_minute / 60.0,
+        give_up=GiveUp(settings.nhs_app_give_up_seconds),
     )
 
 

@@ -1,32 +1,63 @@
-"""Dispatcher: sends each dispatch and each fallback through the providers, once.
+"""Dispatcher: sends each dispatch and each fallback through the providers, once, many at a
+time, in lanes that never wait on each other.
 
-The ledger table remembers every reference sent. A dispatch or fallback seen again (the
-router re-sent after a crash, the sweep re-emitted) is absorbed and counted, never re-sent.
-A provider that refuses a message is turned into a failure receipt, so that the tracker
-falls back (NHS App) and the practice sees the failure (SMS, email).
+- **Lanes.** NHS App sends and Notify sends (SMS, email) have their own queue, their own
+  workers, circuit and backoff (``providers/gateway.py``): an NHS App outage holds no SMS.
+  Within a lane, fallbacks go first, then individual messages, then batches
+  (``rules/sending.priority``): no individual message waits behind a 45,000-patient batch.
+- **An in-flight window, not Faust's concurrency.** The agent reads on, with manual
+  acknowledgements, and hands each send to its lane; a record is acknowledged only once
+  its send is finished and recorded in the ledger, durably. Faust commits a partition only
+  up to its lowest unacknowledged record (``streams/rewind.py``), so a commit never passes
+  an unfinished send, however sends finish out of order. (Faust's own agent
+  ``concurrency`` acknowledges in the order events were taken and can commit past
+  unfinished ones.) At most ``APPFIRST_SEND_WINDOW`` sends are held; past that the agent
+  stops reading.
+- **The ledger** (table ``sends``) holds every reference: ``attempt`` is written and flushed
+  before each request, the outcome after it. A reference read again (a re-sent dispatch, a
+  re-emitted fallback, a re-read after a crash) is absorbed; one whose attempt has no
+  outcome was in flight when its worker died, and is asked of Notify by reference before
+  anything is sent again (``rules/sending.next_step``); the NHS App, which cannot be asked,
+  is recorded unconfirmed and never sent twice.
+- **Refusals become receipts.** A rejected send, and an NHS App message given up
+  (``APPFIRST_NHS_APP_GIVE_UP_SECONDS``), become failure receipts: the tracker falls back at
+  once (NHS App), and the practice sees the failure (SMS, email).
+- **Losing partitions.** On a rebalance or a stop, queued sends are dropped (the partition's
+  next owner reads them again from the committed offset), sends in flight are finished
+  and recorded before the partitions go, and no new attempt starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from faust.types import TP
+
 from appfirst import telemetry
-from appfirst.errors import ProviderRejected, SendAbandoned, SentUnconfirmed
+from appfirst.errors import GivenUp, ProviderRejected, SendAbandoned, SentUnconfirmed
 from appfirst.providers import factory
-from appfirst.providers.base import Outbound, Sender
+from appfirst.providers.base import Outbound
 from appfirst.providers.callbacks import fallback_reference
-from appfirst.streams.app import app, clock, settings, table
+from appfirst.providers.gateway import Gateway
+from appfirst.rules import sending as rules
+from appfirst.streams.app import acting_for, app, clock, current, settings, table
 from appfirst.streams.io import decode, durable, encode, log, send, short_topic
 from appfirst.streams.topics import delivery_receipts, dispatcher_source
-from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback
+from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReceiptStatus
 
 ledger = table("sends", worker_group_changelog=True)
-_sender: Sender | None = None
+_sender: Gateway | None = None
+# How long a lost partition's sends in flight may take to finish before it goes: one
+# provider timeout, and a little for the ledger's flush.
+DRAIN_SECONDS = settings.provider_timeout_seconds + 2.0
 
 
-def sender() -> Sender:
+def sender() -> Gateway:
     global _sender
     if _sender is None:
         _sender = factory.gateway(settings)
@@ -63,102 +94,320 @@ def _fallback_outbound(fb: Fallback) -> Outbound | None:
     )
 
 
+@dataclass(eq=False)
+class Item:
+    """One send held by this worker, and the records it answers for."""
+
+    event: Any
+    out: Outbound
+    kind: str  # dispatch | fallback
+    lane: rules.Lane
+    priority: int
+    entered: float  # monotonic
+    events: list[Any] = field(default_factory=list)  # every record to acknowledge with it
+    dropped: bool = False  # its partition went: leave it to the next owner
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def partition(self) -> int:
+        return int(self.event.message.partition)
+
+
+class Lanes:
+    """The queues and workers of both lanes, and the window of sends held."""
+
+    def __init__(self, stream: Any, gateway: Gateway) -> None:
+        self.stream = stream
+        self.gateway = gateway
+        self.held: dict[str, Item] = {}  # by reference
+        self.room = asyncio.Semaphore(settings.send_window)
+        self.queues: dict[rules.Lane, asyncio.PriorityQueue[tuple[int, int, Item]]] = {
+            "nhs_app": asyncio.PriorityQueue(),
+            "notify": asyncio.PriorityQueue(),
+        }
+        self._order = itertools.count()
+        concurrency: dict[rules.Lane, int] = {
+            "nhs_app": settings.send_concurrency_nhs_app,
+            "notify": settings.send_concurrency_notify,
+        }
+        self.workers = [
+            asyncio.ensure_future(self._work(lane))
+            for lane, n in concurrency.items()
+            for _ in range(n)
+        ]
+
+    async def admit(self, event: Any, out: Outbound, kind: str, origin: str | None) -> None:
+        held = self.held.get(out.reference)
+        if held is not None and not held.dropped:
+            held.events.append(event)  # the same reference again: answered by that send
+            return
+        await self.room.acquire()
+        lane = rules.lane(out.channel)
+        item = Item(event, out, kind, lane, rules.priority(kind, origin), time.monotonic())
+        item.events.append(event)
+        self.held[out.reference] = item
+        self.queues[lane].put_nowait((item.priority, next(self._order), item))
+
+    async def _work(self, lane: rules.Lane) -> None:
+        queue = self.queues[lane]
+        while True:
+            _, _, item = await queue.get()
+            if item.dropped:
+                continue
+            item.task = asyncio.current_task()
+            try:
+                await self._send(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Faust would never hear of it, and the send would be neither done nor
+                # re-read. Crash-only: exit before the record's offset can be committed.
+                log.exception(
+                    "unexpected error sending reference=%s; exiting",
+                    item.out.reference,
+                    extra={"message_id": item.out.message_id, "reference": item.out.reference},
+                )
+                os._exit(70)
+            finally:
+                item.task = None
+                self._release(item)
+
+    def _release(self, item: Item) -> None:
+        if self.held.get(item.out.reference) is item:
+            del self.held[item.out.reference]
+            self.room.release()
+
+    def _write(self, item: Item, row: dict[str, Any]) -> None:
+        with acting_for(item.event):
+            ledger[item.out.reference] = row
+
+    async def _send(self, item: Item) -> None:
+        out = item.out
+        row = ledger.get(out.reference)
+        step = rules.next_step(row, item.lane)
+        first = rules.first_tried(row)
+        if step is rules.Next.ABSORB:
+            telemetry.sends_absorbed.labels(item.kind).inc()
+            await self._done(item)
+            return
+        if step is rules.Next.UNCONFIRMED:
+            log.warning(
+                "NHS App attempt of an earlier owner has no outcome; not resent reference=%s",
+                out.reference,
+                extra={"message_id": out.message_id, "reference": out.reference},
+            )
+            self._write(item, {"unconfirmed": True, "attempt": first})
+            await durable()
+            await self._done(item)
+            return
+        abandoned = lambda: item.dropped  # noqa: E731
+        try:
+            if step is rules.Next.LOOKUP:
+                found = await self.gateway.find(out, abandoned)
+                if found is not None:
+                    telemetry.sends_absorbed.labels(item.kind).inc()
+                    self._write(item, {"provider_id": found})
+                    await durable()
+                    await self._done(item)
+                    return
+
+            tried = [first]  # when it was first tried, by any owner (the give-up counts)
+
+            async def attempting() -> None:
+                if tried[0] is None:
+                    tried[0] = clock.now().timestamp()
+                self._write(item, {"attempt": tried[0]})
+                await durable()  # a crash from here on must find this row
+
+            async def refused() -> None:
+                self._write(item, {"tried": tried[0]})
+
+            provider_id = await self.gateway.send(
+                out,
+                first_attempt=first,
+                on_attempt=attempting,
+                on_refused=refused,
+                abandoned=abandoned,
+            )
+        except SendAbandoned:
+            return  # not acknowledged: the partition's next owner sends it
+        except ProviderRejected as exc:
+            log.error(
+                "provider rejected reference=%s status=%s",
+                out.reference,
+                exc.status,
+                extra={"message_id": out.message_id, "reference": out.reference},
+            )
+            self._write(item, {"rejected": exc.status})
+            await _failure_receipt(item, given_up=False)
+        except GivenUp as exc:
+            log.warning(
+                "NHS App given up (%s): falling back to SMS reference=%s",
+                exc.reason,
+                out.reference,
+                extra={"message_id": out.message_id, "reference": out.reference},
+            )
+            self._write(item, {"given_up": exc.reason})
+            await _failure_receipt(item, given_up=True)
+        except SentUnconfirmed:
+            log.warning(
+                "send unconfirmed, not resent reference=%s",
+                out.reference,
+                extra={"message_id": out.message_id, "reference": out.reference},
+            )
+            self._write(item, {"unconfirmed": True})
+        else:
+            self._write(item, {"provider_id": provider_id})
+        # Written through before the record is acknowledged: a ledger row lost with the
+        # process would let a re-read send it a second time.
+        await durable()
+        await self._done(item)
+
+    async def _done(self, item: Item) -> None:
+        for event in item.events:
+            await self.stream.ack(event)
+
+    def oldest(self) -> dict[rules.Lane, float]:
+        now = time.monotonic()
+        ages: dict[rules.Lane, float] = {"nhs_app": 0.0, "notify": 0.0}
+        for item in self.held.values():
+            ages[item.lane] = max(ages[item.lane], now - item.entered)
+        return ages
+
+    def pending(self) -> dict[rules.Lane, int]:
+        counts: dict[rules.Lane, int] = {"nhs_app": 0, "notify": 0}
+        for item in self.held.values():
+            counts[item.lane] += 1
+        return counts
+
+    async def let_go(self, partitions: set[int] | None) -> None:
+        """Drop the queued sends of ``partitions`` (None: all) and wait, for a bounded
+        time, for those in flight to finish and be recorded."""
+        running = []
+        for item in list(self.held.values()):
+            if partitions is None or item.partition in partitions:
+                item.dropped = True
+                if item.task is not None:
+                    running.append(item.task)
+                else:
+                    self._release(item)
+        if running:
+            await asyncio.wait(running, timeout=DRAIN_SECONDS)
+        await durable()
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            worker.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+
+
+_lanes: Lanes | None = None
+
+
+def _update_share() -> None:
+    if not settings.share_provider_limits or _sender is None:
+        return
+    name = settings.topic("dispatches")
+    owned = sum(1 for tp in app.assignor.assigned_actives() if tp.topic == name)
+    _sender.set_share(rules.share(owned, settings.partitions))
+
+
 @app.agent(dispatcher_source)
 async def dispatch(stream: Any) -> None:
-    async for event in stream.events():
-        out, kind = await _outbound_of(event)
-        if out is None:
-            continue
-        # A stop cancels the agent mid-event. A send cut off there may have reached the
-        # provider with no ledger row to show for it, and the record, read again by the
-        # partition's next owner, would be sent twice. So the send under way is finished
-        # first (its answer awaited, its ledger row written through), then the stop goes on.
-        # No new attempt starts: one waiting out a backoff or an open circuit gives up, with
-        # nothing in flight, and the partition's next owner sends it.
-        under_way = asyncio.ensure_future(_send_once(out, kind))
-        try:
-            await asyncio.shield(under_way)
-        except asyncio.CancelledError:
-            # Only when the worker is stopping: the flag is never lifted, and an agent
-            # restarted in a running worker must go on sending.
-            if _sender is not None and app.should_stop:
-                _sender.stop_new_attempts()
-            await asyncio.wait({under_way})
-            if not under_way.cancelled() and under_way.exception() is not None:
-                log.error("send under way at the stop failed", exc_info=under_way.exception())
-            raise
+    global _lanes
+    manual = stream.noack()
+    lanes = _lanes = Lanes(manual, sender()) if settings.providers != "off" else None
+    try:
+        async for event in manual.events():
+            if not current(event):
+                continue  # read again from the committed offset after the rebalance
+            await _take(manual, lanes, event)
+    except asyncio.CancelledError:
+        if lanes is not None:
+            stopping = app.should_stop
+            if stopping:
+                lanes.gateway.stop_new_attempts()
+            # Finish what is in flight (shielded: a second cancel must not cut it off).
+            drain = asyncio.ensure_future(lanes.let_go(None))
+            await asyncio.wait({drain})
+            await lanes.close()
+            if not stopping:
+                # Restarted inside a running worker, the agent would not read the dropped
+                # records again: exit, and the partitions' next owner reads them.
+                log.critical("dispatcher cancelled outside a stop; exiting")
+                os._exit(70)
+        raise
 
 
-async def _outbound_of(event: Any) -> tuple[Outbound | None, str]:
+async def _take(stream: Any, lanes: Lanes | None, event: Any) -> None:
+    out, kind, origin = await _outbound_of(event)
+    if out is None:
+        await stream.ack(event)
+        return
+    if lanes is None:  # APPFIRST_PROVIDERS=off: only the ledger
+        if ledger.get(out.reference) is None:
+            with acting_for(event):
+                ledger[out.reference] = {"provider_id": None}
+        else:
+            telemetry.sends_absorbed.labels(kind).inc()
+        await stream.ack(event)
+        return
+    if rules.next_step(ledger.get(out.reference), rules.lane(out.channel)) is rules.Next.ABSORB:
+        telemetry.sends_absorbed.labels(kind).inc()
+        await stream.ack(event)
+        return
+    _update_share()
+    await lanes.admit(event, out, kind, origin)
+
+
+async def _outbound_of(event: Any) -> tuple[Outbound | None, str, str | None]:
     if short_topic(event.message.topic) == "dispatches":
         d = await decode(event, Dispatch, "dispatcher")
-        out, kind = (_outbound(d) if d else None), "dispatch"
-    else:
-        fb = await decode(event, Fallback, "dispatcher")
-        out, kind = (_fallback_outbound(fb) if fb else None), "fallback"
-        if fb is not None and out is None:
-            log.error(
-                "fallback without a usable mobile message_id=%s",
-                fb.message_id,
-                extra={"message_id": fb.message_id},
-            )
-            telemetry.fallbacks_undeliverable.inc()
-    return out, kind
-
-
-async def _send_once(out: Outbound, kind: str) -> None:
-    if ledger.get(out.reference) is not None:
-        telemetry.sends_absorbed.labels(kind).inc()
-        return
-    if settings.providers == "off":
-        ledger[out.reference] = {"provider_id": None}
-        return
-    try:
-        provider_id = await sender().send(out)
-    except ProviderRejected as exc:
+        return (_outbound(d) if d else None), "dispatch", (d.origin if d else None)
+    fb = await decode(event, Fallback, "dispatcher")
+    out = _fallback_outbound(fb) if fb else None
+    if fb is not None and out is None:
         log.error(
-            "provider rejected reference=%s status=%s",
-            out.reference,
-            exc.status,
-            extra={"message_id": out.message_id, "reference": out.reference},
+            "fallback without a usable mobile message_id=%s",
+            fb.message_id,
+            extra={"message_id": fb.message_id},
         )
-        ledger[out.reference] = {"rejected": exc.status}
-        await _failure_receipt(out)
-        return
-    except SendAbandoned:
-        return  # stopping: not in the ledger, so whoever reads it next sends it
-    except SentUnconfirmed:
-        log.warning(
-            "send unconfirmed, not resent reference=%s",
-            out.reference,
-            extra={"message_id": out.message_id, "reference": out.reference},
-        )
-        ledger[out.reference] = {"unconfirmed": True}
-        await durable()  # as below: an unconfirmed send must never be sent again
-        return
-    except Exception:
-        # Faust would count the event as processed; a message must never be dropped.
-        # Crash-only: exit before the offset is committed; it is re-read on restart.
-        log.exception(
-            "unexpected error sending reference=%s; exiting",
-            out.reference,
-            extra={"message_id": out.message_id, "reference": out.reference},
-        )
-        os._exit(70)
-    ledger[out.reference] = {"provider_id": provider_id}
-    # Written through at once: a ledger row lost with the process (a stop, a crash)
-    # would let a re-read of this dispatch, by a restarted worker or a new dispatcher
-    # group after a role switch, send it a second time. Sends are paced by the
-    # providers' limits (tens a second), so a flush per send costs nothing that shows.
-    await durable()
+        telemetry.fallbacks_undeliverable.inc()
+    return out, "fallback", (fb.origin if fb else None)
 
 
-async def _failure_receipt(out: Outbound) -> None:
+async def _failure_receipt(item: Item, *, given_up: bool) -> None:
+    """A refused send as the receipt the provider would have sent: ``rejected`` or (given
+    up) ``failed`` for the NHS App, so that it falls back at once; ``technical_failure``
+    for SMS and email, so that the practice sees it."""
+    out = item.out
+    status: ReceiptStatus = "technical_failure"
+    if out.channel == "nhs_app":
+        status = "failed" if given_up else "rejected"
     receipt = DeliveryReceipt(
         message_id=out.message_id,
         channel=out.channel,
-        status="rejected" if out.channel == "nhs_app" else "technical_failure",
+        status=status,
         occurred_at=clock.now(),
         leg="fallback" if out.reference != out.message_id else "primary",
     )
     await send(delivery_receipts, out.message_id.encode(), encode(receipt))
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
+    if _lanes is None:
+        return
+    names = {settings.topic("dispatches"), settings.topic("fallbacks")}
+    await _lanes.let_go({tp.partition for tp in revoked if tp.topic in names})
+
+
+@app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+async def _lane_gauges() -> None:
+    if _lanes is None:
+        return
+    _update_share()
+    for lane, age in _lanes.oldest().items():
+        telemetry.oldest_unsent.labels(lane).set(age)
+    for lane, count in _lanes.pending().items():
+        telemetry.sends_pending.labels(lane).set(count)

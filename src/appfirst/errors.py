@@ -10,6 +10,7 @@ AppfirstError
         ├── Throttled      429: over a rate limit or quota (kind)
         └── Unauthorised   401: credentials refused or expired; renew, then retry
     SentUnconfirmed        the provider may or may not have the message; never resend
+    GivenUp                the NHS App did not accept a message in time: fall back (reason)
 """
 
 from __future__ import annotations
@@ -86,3 +87,13 @@ class SendAbandoned(AppfirstError):
 class SentUnconfirmed(ProviderError):
     """An NHS App send whose outcome is unknown. It is not resent (that could show the
     patient the message twice); its receipts or its fallback deadline settle it."""
+
+
+class GivenUp(ProviderError):
+    """The NHS App is given up for one message (``rules/sending.GiveUp``): not accepted in
+    time, an outage longer than that, or credentials it refuses. It becomes a ``failed``
+    NHS App receipt, and the fallback SMS goes at once."""
+
+    def __init__(self, provider: str, reason: str) -> None:
+        super().__init__(provider, f"given up: {reason}")
+        self.reason = reason

@@ -106,6 +106,27 @@ class Settings(BaseSettings):
         default=None, description="unset = callback_token"
     )
     provider_timeout_seconds: float = Field(default=5.0, gt=0)
+    nhs_app_give_up_seconds: float = Field(
+        default=300,
+        gt=0,
+        description="an NHS App message not accepted this long after its first attempt "
+        "(or any, once the NHS App has failed every call this long) falls back to SMS at once",
+    )
+    send_concurrency_nhs_app: int = Field(
+        default=32, ge=1, description="NHS App requests in flight at once per worker"
+    )
+    send_concurrency_notify: int = Field(
+        default=64, ge=1, description="Notify requests in flight at once per worker"
+    )
+    send_window: int = Field(
+        default=50_000,
+        ge=1,
+        description="sends a worker holds (queued or in flight) before it stops reading",
+    )
+    share_provider_limits: bool = Field(
+        default=True,
+        description="pace each worker at its share (owned partitions) of each provider limit",
+    )
     eligibility_timeout_seconds: float = Field(
         default=0.25, gt=0, description="the most a cache miss may hold up routing"
     )

@@ -68,6 +68,30 @@ provider_latency = Histogram(
     ["provider"],
     registry=registry,
 )
+provider_misconfigured = Gauge(
+    "appfirst_provider_misconfigured",
+    "1 while a provider refuses our credentials or permissions (token 401, 403)",
+    ["provider"],
+    registry=registry,
+)
+nhs_app_given_up = Counter(
+    "appfirst_nhs_app_given_up_total",
+    "NHS App messages given up and sent to their fallback SMS at once, by reason",
+    ["reason"],
+    registry=registry,
+)
+oldest_unsent = Gauge(
+    "appfirst_oldest_unsent_seconds",
+    "Age of the oldest send this worker holds and has not finished, by lane",
+    ["lane"],
+    registry=registry,
+)
+sends_pending = Gauge(
+    "appfirst_sends_pending",
+    "Sends this worker holds (queued or in flight), by lane",
+    ["lane"],
+    registry=registry,
+)
 sends_absorbed = Counter(
     "appfirst_sends_absorbed_total",
     "Dispatches or fallbacks seen again and not re-sent",
