@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -67,6 +72,61 @@ app = App(
     web_port=settings.web_port,
     web_in_thread=False,
 )
+
+
+EXIT_CRASH_ONLY = 70
+AgentFn = Callable[[Any], Awaitable[None]]
+_log = logging.getLogger("appfirst.streams")
+
+
+def crash_only(fn: AgentFn) -> AgentFn:
+    """An agent that fails exits the process before its event can be acknowledged.
+
+    Faust would log the error, acknowledge the event in its stream iterator's ``finally``
+    and restart the agent: a tracker error would then mean no deadline and so no fallback,
+    silently. Exiting (code 70) skips that ``finally`` and every later commit, so the
+    partition's next owner (this worker restarted by its supervisor, or another) reads the
+    event again from the committed offset; every effect is idempotent.
+    """
+
+    @functools.wraps(fn)
+    async def run(stream: Any) -> None:
+        try:
+            await fn(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            _log.critical(
+                "agent %s failed; exiting before its event is acknowledged",
+                fn.__name__,
+                exc_info=True,
+                extra={"agent": fn.__name__},
+            )
+            os._exit(EXIT_CRASH_ONLY)
+
+    return run
+
+
+def agent(channel: Any) -> Callable[[AgentFn], Any]:
+    """``app.agent``, crash-only: the one way agents are declared here."""
+
+    def declare(fn: AgentFn) -> Any:
+        return app.agent(channel)(crash_only(fn))
+
+    return declare
+
+
+def fault_point(name: str) -> None:
+    """Raise once per data directory where ``APPFIRST_FAULT_ONCE`` names this point: how
+    the crash tests make an agent fail mid-event, for real, in a worker process."""
+    if settings.fault_once != name:
+        return
+    marker = Path(settings.data_dir) / f"fault-{name}.done"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    raise RuntimeError(f"injected fault at {name} (APPFIRST_FAULT_ONCE)")
 
 
 def current(event: Any) -> bool:

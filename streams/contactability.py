@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from appfirst.rules.contact import number_fingerprint
-from appfirst.streams.app import app, clock, settings, table
+from appfirst.streams.app import agent, app, clock, settings, table
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.io import decode, send, short_topic
 from appfirst.streams.topics import contactability_source, failed_numbers
@@ -68,7 +68,7 @@ async def _observe(event: Any) -> tuple[str, str, str] | None:
     return receipt.message_id, "f", receipt.occurred_at.isoformat()
 
 
-@app.agent(contactability_source)
+@agent(contactability_source)
 async def join_failures(stream: Any) -> None:
     # The two topics are read in no fixed order: the failure may come before the dispatch.
     async for event in stream.events():

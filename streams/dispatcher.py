@@ -45,7 +45,7 @@ from appfirst.providers.base import Outbound
 from appfirst.providers.callbacks import fallback_reference
 from appfirst.providers.gateway import Gateway
 from appfirst.rules import sending as rules
-from appfirst.streams.app import acting_for, app, clock, current, settings, table
+from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
 from appfirst.streams.io import decode, durable, encode, log, send, short_topic
 from appfirst.streams.topics import delivery_receipts, dispatcher_source
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReceiptStatus
@@ -312,7 +312,7 @@ def _update_share() -> None:
     _sender.set_share(rules.share(owned, settings.partitions))
 
 
-@app.agent(dispatcher_source)
+@agent(dispatcher_source)
 async def dispatch(stream: Any) -> None:
     global _lanes
     manual = stream.noack()

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import date, timedelta
 from typing import Any
 
@@ -44,8 +43,8 @@ from appfirst.rules.pilot import (
     window_day,
 )
 from appfirst.rules.stats import Comparison, Practice, compare
-from appfirst.streams.app import acting_for, app, clock, current, settings, table
-from appfirst.streams.io import count_in, decode, encode, log, send, short_topic
+from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
+from appfirst.streams.io import count_in, decode, encode, send, short_topic
 from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics, practice_stats
 from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
 
@@ -103,7 +102,7 @@ async def _observe(event: Any) -> tuple[str, FactKind, float, tuple[str, ...] | 
     return None if resp is None else (resp.message_id, "responded", epoch(resp.responded_at), None)
 
 
-@app.agent(metrics_source)
+@agent(metrics_source)
 async def join_facts(stream: Any) -> None:
     async for event in stream.events():
         seen = await _observe(event)
@@ -118,19 +117,13 @@ async def join_facts(stream: Any) -> None:
             message_table[message_id] = state
 
 
-@app.agent(metric_facts)
+@agent(metric_facts)
 async def aggregate(stream: Any) -> None:
     # A batch at a time: a practice's row is written once per batch, not once per fact.
     # Facts come keyed by practice and type, so a batch holds many of each (every fact
     # used to cost two changelog records, which were most of this agent's cost).
     async for batch in stream.take_events(settings.metrics_batch, within=settings.metrics_within):
-        try:
-            _aggregate(batch)
-        except Exception:
-            # As in the router: Faust acknowledges the whole batch as the agent fails; exit
-            # before that is committed, so that the batch is read again.
-            log.exception("unexpected error aggregating a batch; exiting")
-            os._exit(70)
+        _aggregate(batch)  # an error exits the worker (streams/app.crash_only)
 
 
 def _aggregate(batch: list[Any]) -> None:
@@ -238,7 +231,7 @@ async def snapshot_practices() -> None:
         _sent_snapshots[key] = value
 
 
-@app.agent(practice_stats)
+@agent(practice_stats)
 async def collect(stream: Any) -> None:
     async for event in stream.events():
         count_in(event)

@@ -7,7 +7,6 @@ patient's eligibility in its local table. Practice settings are small and global
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from appfirst import telemetry
@@ -16,7 +15,7 @@ from appfirst.errors import DecodeError
 from appfirst.providers import factory
 from appfirst.providers.eligibility import EligibilityLookup
 from appfirst.rules.routing import BodyTooLongForSms, check_sms_length, choose, route
-from appfirst.streams.app import acting_for, app, clock, current, deadlines, settings, table
+from appfirst.streams.app import acting_for, agent, app, clock, current, deadlines, settings, table
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.contactability import failed_numbers_cache, failed_recently
 from appfirst.streams.io import count_in, decode, durable, encode, log, reject, send
@@ -56,7 +55,7 @@ async def follow_practice_settings() -> None:
 routed_table = table("routed")
 
 
-@app.agent(send_requests)
+@agent(send_requests)
 async def intake(stream: Any) -> None:
     async for event in stream.events():
         request = await decode(event, SendRequest, "router")
@@ -74,7 +73,7 @@ async def intake(stream: Any) -> None:
         )
 
 
-@app.agent(router_by_patient)
+@agent(router_by_patient)
 async def route_requests(stream: Any) -> None:
     # Settings and known failures first: a request routed before them would use defaults.
     await practice_cache.ready.wait()
@@ -82,13 +81,7 @@ async def route_requests(stream: Any) -> None:
     # A batch at a time: the decisions of a batch are made durable with one flush, which is
     # what each message used to wait for on its own (a broker round trip each).
     async for batch in stream.take_events(settings.route_batch, within=settings.route_within):
-        try:
-            await _route(batch)
-        except Exception:
-            # Faust acknowledges the whole batch as the agent fails: crash-only, exit before
-            # anything more is committed, so that the batch is read again.
-            log.exception("unexpected error routing a batch; exiting")
-            os._exit(70)
+        await _route(batch)  # an error exits the worker (streams/app.crash_only)
 
 
 async def _route(batch: list[Any]) -> None:
@@ -178,7 +171,7 @@ def eligibility_lookup() -> EligibilityLookup:
     return _lookup
 
 
-@app.agent(eligibility)
+@agent(eligibility)
 async def track_eligibility(stream: Any) -> None:
     async for event in stream.events():
         record = await decode(event, Eligibility, "eligibility")
@@ -193,7 +186,7 @@ async def track_eligibility(stream: Any) -> None:
         eligibility_table[record.nhs_number] = record.model_dump_json()
 
 
-@app.agent(practice_settings)
+@agent(practice_settings)
 async def track_practice_settings(stream: Any) -> None:
     async for event in stream.events():
         # Only validation here: every worker reads the topic whole into practice_cache.

@@ -25,7 +25,7 @@ from appfirst.providers.callbacks import fallback_reference
 from appfirst.rules import fallback as rules
 from appfirst.rules.contact import sms_fragments
 from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
-from appfirst.streams.app import app, clock, deadlines, settings, table
+from appfirst.streams.app import agent, app, clock, deadlines, fault_point, settings, table
 from appfirst.streams.io import decode, encode, log, send, short_topic
 from appfirst.streams.topics import fallbacks, tracker_source
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, FallbackReason, ReadReceipt
@@ -89,7 +89,7 @@ async def _apply(event: Any) -> tuple[rules.TrackState, rules.TrackState, float]
     return state, rules.on_fallback_emitted(state, fb.reason), fb.emitted_at.timestamp()
 
 
-@app.agent(tracker_source)
+@agent(tracker_source)
 async def track(stream: Any) -> None:
     async for event in stream.events():
         message = event.message
@@ -97,6 +97,7 @@ async def track(stream: Any) -> None:
         key = (topic, message.partition)
         _offsets[key] = message.offset
         applied = await _apply(event)
+        fault_point("track")  # tests: an unexpected error mid-event (crash-only)
         if applied is not None:
             old, new, at = applied
             if topic in INPUTS:

@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     likely_to_fail_days: float = Field(default=90, gt=0)
     number_hash_key: SecretStr = SecretStr("appfirst-dev-number-key")
     log_level: str = "info"
+    fault_once: str | None = Field(
+        default=None,
+        description="tests only: the fault point (streams/app.fault_point) that fails once",
+    )
 
     @model_validator(mode="after")
     def _no_sandbox_secrets_live(self) -> Settings:
