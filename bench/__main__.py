@@ -25,7 +25,7 @@ from rich.table import Table
 
 from appfirst.broker import EmbeddedBroker
 
-from . import scenarios
+from . import scenarios, sending
 from .loads import NHS_APP_SHARE, Traffic
 
 RESULTS = Path(__file__).parent / "results"
@@ -41,6 +41,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--rate-seconds", type=float, default=5)
     p.add_argument("--replay-sample", type=int, default=10_000, help="messages of the day")
     p.add_argument("--quick", action="store_true", help="a tenth of every size (smoke run)")
+    p.add_argument("--sends", type=int, default=400, help="SMS per send-throughput run")
     p.add_argument("--only", nargs="*", default=None, help="run only these measurements")
     return p.parse_args()
 
@@ -51,9 +52,25 @@ async def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="appfirst-bench-"))
     console.print(f"[bold]appfirst bench[/] logs in {workdir}")
     results: dict[str, Any] = {}
-    wanted = set(args.only or ["pipeline", "latency", "deadlines", "scaleout", "replay"])
+    wanted = set(
+        args.only or ["sends", "outage", "pipeline", "latency", "deadlines", "scaleout", "replay"]
+    )
     with EmbeddedBroker() as broker:
         traffic = Traffic(messages).build()
+        if "sends" in wanted:
+            count = max(100, int(args.sends * scale))
+            results["sends"] = []
+            for latency in (0.0, 0.05, 0.1, 0.3):
+                console.print(f"sends: {count:,} SMS, {count // 2:,} NHS App, {latency:g} s a call")
+                run = await sending.throughput(broker.url, workdir, latency, count)
+                results["sends"].append(run)
+                sms_rate, app_rate = run["sms_per_second"], run["nhs_app_per_second"]
+                console.print(f"  SMS {sms_rate:.1f}/s, NHS App {app_rate:.1f}/s")
+        if "outage" in wanted:
+            console.print("outage: the NHS App answers 503 for 90 s")
+            results["outage"] = await sending.outage(
+                broker.url, workdir, max(20, int(100 * scale)), 90.0, 20.0
+            )
         if "pipeline" in wanted or "scaleout" in wanted:
             console.print(f"pipeline: {messages:,} messages ({traffic.external_events:,} events)")
             results["pipeline"] = await scenarios.pipeline(broker.url, workdir, traffic)
@@ -92,6 +109,41 @@ def table(results: dict[str, Any]) -> Table:
     def row(name: str, value: str, target: str, ok: bool | None) -> None:
         t.add_row(name, value, target, "-" if ok is None else ("met" if ok else "[red]missed[/]"))
 
+    for run in results.get("sends", []):
+        ms = f"{run['latency_seconds'] * 1000:.0f} ms"
+        row(
+            f"SMS sent /s, one worker, {ms} a call",
+            f"{run['sms_per_second']:.1f}",
+            ">= 45",
+            run["sms_per_second"] >= 45,
+        )
+        row(
+            f"NHS App sent /s, one worker, {ms} a call",
+            f"{run['nhs_app_per_second']:.1f}",
+            ">= 18",
+            run["nhs_app_per_second"] >= 18,
+        )
+        row(
+            f"  repeated or missing sends ({ms})",
+            str(run["repeats"] + run["missing"]),
+            "0",
+            run["repeats"] + run["missing"] == 0,
+        )
+    if o := results.get("outage"):
+        row(
+            f"NHS App down {o['outage_seconds']:.0f} s: SMS-only sent within 30 s",
+            f"{o['sms_sent_within_30s']} of {o['messages']}",
+            "all",
+            o["sms_sent_within_30s"] == o["messages"],
+        )
+        late = o["fallback_late_after_give_up_max_seconds"]
+        row(
+            f"  fallback SMS after dispatch, p50 / max (give-up {o['give_up_seconds']:.0f} s)",
+            f"{o['fallback_after_dispatch_p50_seconds'] or 0:.1f} / "
+            f"{o['fallback_after_dispatch_max_seconds'] or 0:.1f} s",
+            "max <= give-up + 5 s",
+            late is not None and late <= 5 and o["fallbacks_sent"] == o["messages"],
+        )
     p, b = results.get("pipeline"), results.get("bare")
     if p and b:
         ratio = p["events_per_second"] / b["events_per_second"]
