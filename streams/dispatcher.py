@@ -197,6 +197,7 @@ class Lanes:
                 extra={"message_id": out.message_id, "reference": out.reference},
             )
             self._write(item, {"unconfirmed": True, "attempt": first})
+            telemetry.sends_absorbed.labels(item.kind).inc()  # seen again, not re-sent
             await durable()
             await self._done(item)
             return
