@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         default=None, description="unset = callback_token"
     )
     provider_timeout_seconds: float = Field(default=5.0, gt=0)
+    callback_ack_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="the most a callback waits for the broker to acknowledge its record; "
+        "past it the provider is told 503 and retries",
+    )
     eligibility_timeout_seconds: float = Field(
         default=0.25, gt=0, description="the most a cache miss may hold up routing"
     )
