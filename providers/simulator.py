@@ -8,9 +8,15 @@
 - Patients who read, ignore, fail and respond (``Scenario``), whose receipts and responses
   are posted to the worker's callbacks with each provider's token, and kept for the report.
 
-Sends are idempotent by reference: the same reference twice gets the first answer back and
-is never delivered twice. ``/_sim/*`` is the test harness: the record of every send, and
-an outage switch.
+Neither provider de-duplicates: a send with a reference (Notify) or request id (NHS App)
+already seen is a new notification, with its own id, delivered and counted again. GOV.UK
+Notify does not de-duplicate by reference (many notifications may share one, and
+``GET /v2/notifications?reference=`` lists them all). Nothing we hold on the NHS App
+messaging API says it de-duplicates by request id (the pilot and product material we
+were given is silent on it), so we take the strict reading: a repeat is a second
+message in the patient's inbox. ``/_sim/*`` is the test harness: the record of every send and
+of each repeat, and fault switches (an outage per provider, a latency per provider, a
+refusing token endpoint, answers held back).
 """
 
 from __future__ import annotations
@@ -101,7 +107,13 @@ class Send:
     reference: str
     message_type: str
     received_at: float = field(default_factory=time.time)
+    # On the first notification of a reference (``Simulator.sends``): how many notifications
+    # were created under that reference, this one included. More than one means the patient
+    # got the message more than once.
     calls: int = 1
+
+
+PROVIDERS = ("nhs_app", "notify")
 
 
 class Window:
@@ -127,12 +139,17 @@ class Simulator:
     scenario: Scenario
     callback_url: str
     credentials: Credentials
-    sends: dict[str, Send] = field(default_factory=dict)
+    sends: dict[str, Send] = field(default_factory=dict)  # the first notification per reference
+    notifications: list[Send] = field(default_factory=list)  # every one, repeats included
     tasks: list[dict[str, Any]] = field(default_factory=list)  # every receipt, for the report
     counts: Counter[str] = field(default_factory=Counter)
     responded: set[str] = field(default_factory=set)
-    outage_until: float = 0.0
+    outage_until: float = 0.0  # an outage of every provider
     outage_status: int = 503
+    # An outage of one provider: provider -> (until, status). Checked with the one above.
+    provider_outages: dict[str, tuple[float, int]] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)  # provider -> seconds per send
+    token_refusal: int | None = None  # while set, /oauth2/token answers this status
     stalls: int = 0  # the next N sends are accepted but answered after stall_seconds
     stall_seconds: float = 0.0
     _tokens: dict[str, float] = field(default_factory=dict)
@@ -146,6 +163,12 @@ class Simulator:
 
     # --- NHS App: auth -------------------------------------------------------------------
     async def token(self, request: web.Request) -> web.Response:
+        if self.token_refusal is not None:
+            # As when the application's key or product access is revoked on the platform.
+            self.counts["token_refused"] += 1
+            return _oauth_error(
+                "invalid_client", "client credentials refused", status=self.token_refusal
+            )
         form = await request.post()
         if form.get("grant_type") != "client_credentials" or (
             form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE
@@ -178,9 +201,10 @@ class Simulator:
 
     def _nhs_app_gate(self, request: web.Request, *, limited: bool) -> web.Response | None:
         """Outage, auth and rate limit, in the order the API platform applies them."""
-        if time.time() < self.outage_until:
+        down = self._outage("nhs_app")
+        if down is not None:
             self.counts["outage_refused"] += 1
-            return _outcome(self.outage_status, "exception", "service unavailable")
+            return _outcome(down, "exception", "service unavailable")
         header = request.headers.get("Authorization", "")
         expiry = self._tokens.get(header.removeprefix("Bearer "), 0.0)
         if not header.startswith("Bearer ") or expiry < time.time():
@@ -201,7 +225,27 @@ class Simulator:
         return None
 
     # --- NHS App: messages and reports -----------------------------------------------------
+    def _outage(self, provider: str) -> int | None:
+        """The status an outage of ``provider`` answers with, or None if it is up."""
+        now = time.time()
+        if now < self.outage_until:
+            return self.outage_status
+        until, status = self.provider_outages.get(provider, (0.0, 503))
+        return status if now < until else None
+
+    async def _slow(self, provider: str) -> None:
+        """The latency stage: every send answer of ``provider`` waits this long. A sleep,
+        so other requests (other providers, the harness) are served meanwhile."""
+        seconds = self.latency.get(provider, 0.0)
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
     async def nhs_app(self, request: web.Request) -> web.Response:
+        response = await self._nhs_app_send(request)
+        await self._slow("nhs_app")
+        return response
+
+    async def _nhs_app_send(self, request: web.Request) -> web.Response:
         refused = self._nhs_app_gate(request, limited=True)
         if refused is not None:
             return refused
@@ -214,9 +258,6 @@ class Simulator:
             self.counts["invalid"] += 1
             return _outcome(400, "invalid", problem)
         reference = identifier(body, REQUEST_ID_SYSTEM) or str(uuid.uuid4())
-        known = self.sends.get(reference)
-        if known is not None:
-            return self._repeat(known, body)
         nhs_number = body["recipient"][0]["identifier"]["value"]
         # FHIR category: optional and ignored by the real API; we send the message type.
         message_type = str(((body.get("category") or [{}])[0] or {}).get("text", "sms"))
@@ -232,11 +273,6 @@ class Simulator:
             return 0.0
         self.stalls -= 1
         return self.stall_seconds
-
-    def _repeat(self, known: Send, body: dict[str, Any]) -> web.Response:
-        self.counts["duplicates"] += 1
-        known.calls += 1
-        return web.json_response(_communication(known, body), status=201)
 
     async def receipts_report(self, request: web.Request) -> web.Response:
         refused = self._nhs_app_gate(request, limited=False)
@@ -292,10 +328,16 @@ class Simulator:
 
     # --- Notify ----------------------------------------------------------------------------
     async def notify(self, request: web.Request) -> web.Response:
+        response = await self._notify_send(request)
+        await self._slow("notify")
+        return response
+
+    async def _notify_send(self, request: web.Request) -> web.Response:
         channel = "sms" if request.path == SMS_PATH else "email"
-        if time.time() < self.outage_until:
+        down = self._outage("notify")
+        if down is not None:
             self.counts["outage_refused"] += 1
-            return _notify_error(self.outage_status, "Exception", "Internal server error")
+            return _notify_error(down, "Exception", "Internal server error")
         header = request.headers.get("Authorization", "")
         try:
             if not header.startswith("Bearer "):
@@ -331,56 +373,74 @@ class Simulator:
             self.counts["invalid"] += 1
             return _notify_error(400, "ValidationError", f"{missing[0]} is a required property")
         reference = body.get("reference") or str(uuid.uuid4())
-        known = self.sends.get(reference)
+        message_type = (body.get("personalisation") or {}).get("message_type", "sms")
+        send = self._record(channel, reference, message_type)
+        self._live(send, None)
         stall = self._stall()
-        if known is None:
-            message_type = (body.get("personalisation") or {}).get("message_type", "sms")
-            known = self._record(channel, reference, message_type)
-            self._live(known, None)
-            status = 201
-        else:
-            self.counts["duplicates"] += 1
-            known.calls += 1
-            status = 201
         if stall:
             await asyncio.sleep(stall)  # accepted, but the answer comes too late
         return web.json_response(
             {
-                "id": known.id,
+                "id": send.id,
                 "reference": reference,
                 "content": {"body": "(redacted)", "from_number": "GPSURGERY"},
-                "uri": f"{request.url.origin()}/v2/notifications/{known.id}",
+                "uri": f"{request.url.origin()}/v2/notifications/{send.id}",
                 "template": {"id": body["template_id"], "version": 1, "uri": ""},
             },
-            status=status,
+            status=201,
         )
 
     # --- the harness -----------------------------------------------------------------------
     async def list_sends(self, request: web.Request) -> web.Response:
-        by_channel = Counter(s.channel for s in self.sends.values())
-        fallbacks = sum(1 for ref in self.sends if split_reference(ref)[1] == "fallback")
+        """Every notification made (a repeated reference counts again), and per reference how
+        many: ``calls`` above 1 is a message the patient got more than once."""
+        by_channel = Counter(s.channel for s in self.notifications)
+        fallbacks = sum(
+            1 for s in self.notifications if split_reference(s.reference)[1] == "fallback"
+        )
         payload: dict[str, Any] = {
-            "total": len(self.sends),
+            "total": len(self.notifications),
+            "distinct_references": len(self.sends),
             "by_channel": dict(by_channel),
             "fallbacks": fallbacks,
+            # Sends whose reference was seen before: each made one more notification.
             "duplicates": self.counts["duplicates"],
             "lookups": self.counts["patient_reports"],
             "counts": dict(self.counts),
             "outage_until": self.outage_until,
+            "outages": {
+                p: {"until": until, "status": status}
+                for p, (until, status) in self.provider_outages.items()
+            },
+            "latency": dict(self.latency),
+            "token_refusal": self.token_refusal,
         }
         if request.query.get("references") == "1":
+            ids: dict[str, list[str]] = collections.defaultdict(list)
+            for s in self.notifications:
+                ids[s.reference].append(s.id)
             payload["references"] = {
-                ref: {"channel": s.channel, "received_at": s.received_at, "calls": s.calls}
+                ref: {
+                    "channel": s.channel,
+                    "received_at": s.received_at,  # of the first notification
+                    "calls": s.calls,  # notifications made under this reference
+                    "ids": ids[ref],
+                }
                 for ref, s in self.sends.items()
             }
         return web.json_response(payload)
 
     async def find_notifications(self, request: web.Request) -> web.Response:
-        """Notify's ``GET /v2/notifications?reference=``: what we sent under a reference."""
+        """Notify's ``GET /v2/notifications?reference=``: every notification sent under a
+        reference, newest first as Notify lists them."""
+        down = self._outage("notify")
+        if down is not None:
+            self.counts["outage_refused"] += 1
+            return _notify_error(down, "Exception", "Internal server error")
         reference = request.query.get("reference")
         found = [
             {"id": s.id, "reference": s.reference, "type": s.channel, "status": "created"}
-            for s in self.sends.values()
+            for s in reversed(self.notifications)
             if s.channel != "nhs_app" and (reference is None or s.reference == reference)
         ]
         return web.json_response({"notifications": found, "links": {}})
@@ -392,15 +452,58 @@ class Simulator:
         return web.json_response({"stalls": self.stalls})
 
     async def outage(self, request: web.Request) -> web.Response:
+        """``{"seconds", "status", "provider": "nhs_app"|"notify"|"all"}``; all by default.
+        ``seconds`` 0 ends it."""
         body = await request.json()
-        self.outage_until = time.time() + float(body.get("seconds", 30))
-        self.outage_status = int(body.get("status", 503))
-        return web.json_response({"until": self.outage_until})
+        provider = str(body.get("provider", "all"))
+        if provider not in (*PROVIDERS, "all"):
+            return web.json_response({"error": f"unknown provider {provider}"}, status=400)
+        until = time.time() + float(body.get("seconds", 30))
+        status = int(body.get("status", 503))
+        if provider == "all":
+            self.outage_until, self.outage_status = until, status
+        else:
+            self.provider_outages[provider] = (until, status)
+        return web.json_response({"provider": provider, "until": until})
+
+    async def set_latency(self, request: web.Request) -> web.Response:
+        """``{"provider": "nhs_app"|"notify"|"all", "seconds": 0.1}``: each send to that
+        provider is answered this much later (after being acted on, as a slow provider
+        would). ``seconds`` 0 removes it."""
+        body = await request.json()
+        provider = str(body.get("provider", "all"))
+        if provider not in (*PROVIDERS, "all"):
+            return web.json_response({"error": f"unknown provider {provider}"}, status=400)
+        seconds = max(0.0, float(body.get("seconds", 0)))
+        for p in PROVIDERS if provider == "all" else (provider,):
+            self.latency[p] = seconds
+        return web.json_response({"latency": self.latency})
+
+    async def set_token(self, request: web.Request) -> web.Response:
+        """``{"refuse": true, "status": 401}``: the token endpoint refuses while on, and the
+        access tokens issued so far are revoked at once (so every NHS App call gets 401 and
+        renewing fails). ``{"refuse": false}`` lets renewal succeed again."""
+        body = await request.json()
+        if body.get("refuse", True):
+            self.token_refusal = int(body.get("status", 401))
+            self._tokens.clear()
+        else:
+            self.token_refusal = None
+        return web.json_response({"token_refusal": self.token_refusal})
 
     # --- behaviour -------------------------------------------------------------------------
     def _record(self, channel: str, reference: str, message_type: str) -> Send:
+        """A new notification, even for a reference seen before (neither provider
+        de-duplicates); a repeat is counted on the reference's first notification."""
         send = Send(str(uuid.uuid4()), channel, reference, message_type)
-        self.sends[reference] = send
+        first = self.sends.get(reference)
+        if first is None:
+            self.sends[reference] = send
+        else:
+            first.calls += 1
+            self.counts["duplicates"] += 1
+            self.counts[f"duplicates_{channel}"] += 1
+        self.notifications.append(send)
         return send
 
     def _live(self, send: Send, nhs_number: str | None) -> None:
@@ -568,8 +671,8 @@ def _outcome(status: int, code: str, text: str, retry_after: float | None = None
     )
 
 
-def _oauth_error(error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=401)
+def _oauth_error(error: str, description: str, status: int = 401) -> web.Response:
+    return web.json_response({"error": error, "error_description": description}, status=status)
 
 
 def _notify_error(
@@ -595,6 +698,8 @@ def build_app(sim: Simulator) -> web.Application:
     app.router.add_get(LIST_PATH, sim.find_notifications)
     app.router.add_post("/_sim/outage", sim.outage)
     app.router.add_post("/_sim/stall", sim.stall)
+    app.router.add_post("/_sim/latency", sim.set_latency)
+    app.router.add_post("/_sim/token", sim.set_token)
 
     async def _close(_: web.Application) -> None:
         await sim.close()

@@ -2,15 +2,22 @@
 contract events out.
 
 Every callback must carry its provider's bearer token (compared in constant time), else 401.
-Duplicates and any order are harmless: the tracker and metrics keep the first of each kind
-of receipt per message, and the ingress itself keeps no state. The NHS App also requires
+A callback is answered 202 only once the broker has acknowledged its record (acks=all): a
+receipt the provider will not resend must not live only in this process's buffers. If the
+broker does not acknowledge within ``APPFIRST_CALLBACK_ACK_TIMEOUT_SECONDS`` or the send
+fails, the answer is 503 with ``Retry-After``, so the provider sends it again. Duplicates
+(such a retry of a record that did arrive late) and any order are harmless: the tracker
+and metrics keep the first of each kind of receipt per message, and the ingress itself
+keeps no state. The NHS App also requires
 mutual TLS on its real-time receipts; that is terminated by the ingress proxy in front of
 the worker (README, "Going live").
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +27,17 @@ from appfirst import telemetry
 from appfirst.errors import DecodeError
 from appfirst.providers.callbacks import parse_nhs_app, parse_notify, parse_response
 from appfirst.streams.app import app, settings
-from appfirst.streams.io import encode, send
+from appfirst.streams.io import encode, send_acknowledged
 from appfirst.streams.topics import delivery_receipts, read_receipts, responses
 from appfirst.topics.models import DeliveryReceipt, ReadReceipt, Response
 
 Inbound = DeliveryReceipt | ReadReceipt | Response | None
+
+log = logging.getLogger("appfirst.ingress")
+
+# A hint only: providers retry callbacks on their own schedule. Short, since a broker that
+# missed one acknowledgement is usually back within seconds (a leader election).
+RETRY_AFTER_SECONDS = 5
 
 _TOKENS = {
     provider: f"Bearer {secret.get_secret_value()}".encode()
@@ -58,7 +71,29 @@ async def _ingest(
         topic = read_receipts
     else:
         topic = responses
-    await send(topic, event.message_id.encode(), encode(event))
+    try:
+        async with asyncio.timeout(settings.callback_ack_timeout_seconds):
+            await send_acknowledged(topic, event.message_id.encode(), encode(event))
+    except Exception as exc:  # a timeout, or whatever the delivery failed with
+        reason = (
+            "broker did not acknowledge in time"
+            if isinstance(exc, TimeoutError)
+            else "broker refused the record"
+        )
+        telemetry.callbacks.labels(provider, "unacknowledged").inc()
+        # The type only: an exception's text may quote the record.
+        log.warning(
+            "callback not acknowledged provider=%s reason=%s error=%s",
+            provider,
+            reason,
+            type(exc).__name__,
+            extra={"provider": provider, "reason": reason},
+        )
+        return view.json(
+            {"error": "unavailable", "reason": reason},
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     telemetry.callbacks.labels(provider, "ok").inc()
     return view.json({"status": "accepted"}, status=202)
 

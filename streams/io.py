@@ -61,8 +61,13 @@ def count_in(event: Any) -> None:
     telemetry.records_in.labels(short_topic(event.message.topic), "ok").inc()
 
 
-async def send(topic: Any, key: bytes | None, value: bytes, **options: Any) -> None:
-    """``topic.send``, counted in ``appfirst_records_out_total`` once the broker answers."""
+async def send(
+    topic: Any, key: bytes | None, value: bytes, **options: Any
+) -> asyncio.Future[Any] | None:
+    """``topic.send``, counted in ``appfirst_records_out_total`` once the broker answers.
+
+    Returns the record's own delivery future (the broker's acknowledgement of this record
+    alone), or None if the producer had already waited for it."""
     name = short_topic(topic.get_topic_name())
     try:
         pending = await topic.send(key=key, value=value, **options)
@@ -71,8 +76,21 @@ async def send(topic: Any, key: bytes | None, value: bytes, **options: Any) -> N
         raise
     if isinstance(pending, asyncio.Future):
         pending.add_done_callback(partial(_sent, name))
-    else:  # already written (a producer that waits): nothing more to hear
-        telemetry.records_out.labels(name, "ok").inc()
+        return pending
+    # already written (a producer that waits): nothing more to hear
+    telemetry.records_out.labels(name, "ok").inc()
+    return None
+
+
+async def send_acknowledged(topic: Any, key: bytes | None, value: bytes) -> None:
+    """``send``, returning once the broker has acknowledged this record (acks=all), or
+    raising what the delivery failed with. Awaits the record's own future, not a flush of
+    the producer, so concurrent callers each wait for their record only and share the
+    producer's batching. Shielded: a caller that gives up (a timeout) leaves the delivery,
+    and its count, to finish on their own."""
+    pending = await send(topic, key, value)
+    if pending is not None:
+        await asyncio.shield(pending)
 
 
 def _sent(topic: str, done: asyncio.Future[Any]) -> None:

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         default=True,
         description="pace each worker at its share (owned partitions) of each provider limit",
     )
+    callback_ack_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="the most a callback waits for the broker to acknowledge its record; "
+        "past it the provider is told 503 and retries",
+    )
     eligibility_timeout_seconds: float = Field(
         default=0.25, gt=0, description="the most a cache miss may hold up routing"
     )

@@ -67,7 +67,7 @@ def test_demo_runs_the_whole_pipeline() -> None:
     for channel in ("nhs_app", "sms", "email", "none"):
         assert re.search(rf"\b{channel}\b", out), channel
     assert re.search(r"treatment\s+│\s+\d", out) and re.search(r"control\s+│\s+\d", out)
-    assert re.search(r"duplicate sends refused by the simulator\s+│\s+0\b", out)
+    assert re.search(r"repeated sends \(a second message each\)\s+│\s+0\b", out)
     report = re.search(r"pilot report: (\S+\.html)", out)
     assert report, out
     page = Path(report.group(1)).read_text(encoding="utf-8")

@@ -100,7 +100,9 @@ def render(
     checks.add_row("  of which fallback SMS", str(sends.get("fallbacks")))
     no_mobile = sum(1 for f in tally.fallbacks.values() if f.mobile is None)
     checks.add_row("fallbacks due with no usable mobile (not sendable)", str(no_mobile))
-    checks.add_row("duplicate sends refused by the simulator", str(sends.get("duplicates")))
+    # The simulator, like the providers, delivers a repeated reference again: each one
+    # counted here reached a patient twice.
+    checks.add_row("repeated sends (a second message each)", str(sends.get("duplicates")))
     checks.add_row("fallback records (incl. re-emitted)", str(tally.fallback_records))
     checks.add_row("dead letters", str(sum(tally.dead_letters.values())))
     for why, n in tally.dead_letters.most_common(3):

@@ -452,6 +452,9 @@ def _topic_objects() -> dict[str, tuple[str, ...]]:
     return found
 
 
+SEND_HELPERS = frozenset({"send", "send_acknowledged"})
+
+
 def _agent_use() -> tuple[set[str], set[str], set[str]]:
     """(topics agents consume, topics read whole into broadcast tables, topics sent to),
     read from the sources of streams/."""
@@ -496,11 +499,12 @@ def _agent_use() -> tuple[set[str], set[str], set[str]]:
                 assert isinstance(where, ast.Call) and isinstance(where.func, ast.Attribute)
                 assert where.func.attr == "topic"
                 broadcast.add(_topic_name(where.args[0]))
-            # Either ``topic.send(...)`` or a helper named send taking the topic first.
+            # Either ``topic.send(...)`` or a helper of streams/io.py taking the topic first
+            # (``send``, or ``send_acknowledged``, which waits for the broker's ack).
             target: ast.expr | None = None
             if isinstance(func, ast.Attribute) and func.attr == "send":
                 target = func.value
-            elif isinstance(func, ast.Name) and func.id == "send" and node.args:
+            elif isinstance(func, ast.Name) and func.id in SEND_HELPERS and node.args:
                 target = node.args[0]
             if isinstance(target, ast.Name) and target.id in local:
                 sends.update(local[target.id])
