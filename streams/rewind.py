@@ -40,18 +40,31 @@ this worker after the rebalance or by the partition's next owner, and the agents
 are idempotent. Faust's compiled stream iterator writes acknowledgements into the
 consumer's books itself, past ``ack``; ``AckedStream`` keeps streams on Faust's Python
 iterator, which acknowledges through ``ack``.
+
+Table recovery reads each changelog partition up to the end ``highwaters`` lists, which
+Faust takes from ListOffsets. The embedded broker (Tansu) answers ListOffsets with the last
+batch's base offset plus one, not the end (measured: 1 where a 1,283-record batch ended at
+1,283; a Fetch reports the true high watermark). A new owner then stopped recovery at the
+first record of the changelog's last batch and never applied the rest: after a SIGKILL the
+last messages of a burst lost their deadlines (no fallback SMS) and their patients'
+eligibility. ``highwaters`` here reads each partition's last batch to the true end.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+
+log = logging.getLogger("appfirst.streams")
+TRUE_END_TIMEOUT_SECONDS = 30.0
 
 
 class RewindingConsumer(driver.Consumer):
@@ -132,6 +145,20 @@ class RewindingConsumer(driver.Consumer):
                 if offset is not None:
                     self._committed_offset[tp] = offset or None
 
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """The true end of each partition, for table recovery (see the module docstring)."""
+        listed = await super().highwaters(*partitions)
+        if self.in_transaction:
+            return listed  # last stable offsets, from the fetch state: not ListOffsets
+        # A client of its own (no group, same servers and credentials): the worker's consumer
+        # is positioned for recovery and must not be moved.
+        probe = self._thread._create_client_consumer(cast(driver.Transport, self.transport))
+        ends = await true_ends(probe, listed)
+        short = {tp: (listed[tp], end) for tp, end in ends.items() if end != listed[tp]}
+        if short:
+            log.info("changelog ends past the listed ones (listed, true): %s", short)
+        return ends
+
     def _new_offset(self, tp: TP) -> int | None:
         committed = self._committed_offset[tp]
         acked = self._acked[tp]
@@ -153,6 +180,40 @@ class RewindingConsumer(driver.Consumer):
             gaps.addi(offset_from, offset_to + 1)  # intervals exclude their end
             await asyncio.sleep(0)
             gaps.merge_overlaps()
+
+
+async def true_ends(probe: Any, listed: Mapping[TP, int]) -> dict[TP, int]:
+    """``listed`` ends made true by fetching each non-empty partition from its listed end
+    less one: a fetch returns the whole batch that offset is in, and the partition's high
+    watermark. On Apache Kafka the listed end already is the high watermark, and this
+    confirms it. ``probe``: an unstarted consumer, stopped here."""
+    ends = dict(listed)
+    unread = {TopicPartition(tp.topic, tp.partition): tp for tp, end in listed.items() if end}
+    if not unread:
+        return ends
+    await probe.start()
+    try:
+        probe.assign(list(unread))
+        for tp in unread:
+            probe.seek(tp, listed[unread[tp]] - 1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + TRUE_END_TIMEOUT_SECONDS
+        while unread:
+            if loop.time() > deadline:
+                # Recovering to a wrong end would lose state: fail the recovery instead.
+                raise TimeoutError(f"no fetch answered for {sorted(map(str, unread))}")
+            batches = await probe.getmany(*unread, timeout_ms=200)
+            for tp in list(unread):
+                highwater = probe.highwater(tp)  # set by any answered fetch, records or not
+                records = batches.get(tp)
+                if highwater is None and not records:
+                    continue
+                key = unread.pop(tp)
+                last = records[-1].offset + 1 if records else 0
+                ends[key] = max(ends[key], highwater or 0, last)
+    finally:
+        await probe.stop()
+    return ends
 
 
 class AckedStream(faust.Stream):  # type: ignore[type-arg]
