@@ -483,10 +483,13 @@ def _agent_use() -> tuple[set[str], set[str], set[str]]:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 for deco in node.decorator_list:
+                    # ``@agent(source)`` (streams/app.py, crash-only) or ``@app.agent(source)``.
                     if (
                         isinstance(deco, ast.Call)
-                        and isinstance(deco.func, ast.Attribute)
-                        and deco.func.attr == "agent"
+                        and (
+                            (isinstance(deco.func, ast.Attribute) and deco.func.attr == "agent")
+                            or (isinstance(deco.func, ast.Name) and deco.func.id == "agent")
+                        )
                         and deco.args
                         and isinstance(deco.args[0], ast.Name)
                     ):
