@@ -150,6 +150,8 @@ class RewindingConsumer(driver.Consumer):
         listed = await super().highwaters(*partitions)
         if self.in_transaction:
             return listed  # last stable offsets, from the fetch state: not ListOffsets
+        if not any(listed.values()):
+            return listed  # all empty: nothing to confirm (and no probe left unclosed)
         # A client of its own (no group, same servers and credentials): the worker's consumer
         # is positioned for recovery and must not be moved.
         probe = self._thread._create_client_consumer(cast(driver.Transport, self.transport))
