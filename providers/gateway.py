@@ -103,17 +103,19 @@ class Gateway:
     ) -> None:
         self._http = http
         self.give_up = give_up
-        # Burst of one second's worth: the providers count per second (spike arrest).
+        # No burst: the providers count over a sliding window (a second for the NHS App's
+        # spike arrest, a minute for Notify), and a full bucket on top of a second's rate
+        # would put twice the limit in the first window, each excess answered 429.
         self._routes = {
             "nhs_app": Route(
                 nhs_app,
-                TokenBucket(nhs_app_per_second, max(1.0, nhs_app_per_second)),
+                TokenBucket(nhs_app_per_second, 1.0),
                 CircuitBreaker(breaker_threshold, breaker_cooldown),
                 nhs_app_per_second,
             ),
             "notify": Route(
                 notify,
-                TokenBucket(notify_per_second, max(1.0, notify_per_second)),
+                TokenBucket(notify_per_second, 1.0),
                 CircuitBreaker(breaker_threshold, breaker_cooldown),
                 notify_per_second,
             ),
@@ -134,8 +136,6 @@ class Gateway:
         for route in self._routes.values():
             rate = route.rate * fraction
             route.bucket.rate = rate
-            route.bucket.capacity = max(1.0, rate)
-            route.bucket.tokens = min(route.bucket.tokens, route.bucket.capacity)
 
     def rate(self, lane: str) -> float:
         """Requests a second this worker may make to the provider of ``lane`` now."""
