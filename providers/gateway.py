@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -71,7 +71,6 @@ class Route:
     failing_since: float | None = None  # wall clock: first failure with no success since
     misconfigured_since: float | None = None
     last_probe: float | None = None
-    in_flight: int = field(default=0)
 
     def succeeded(self) -> None:
         self.breaker.success()
@@ -185,7 +184,6 @@ class Gateway:
             attempt += 1
             self.attempts += 1
             started = time.perf_counter()
-            route.in_flight += 1
             try:
                 provider_id = await route.client.send(message)
             except ProviderRejected as exc:
@@ -230,8 +228,6 @@ class Gateway:
                 )
                 await self._sleep(delay, check)
                 continue
-            finally:
-                route.in_flight -= 1
             route.succeeded()
             telemetry.provider_requests.labels(name, "ok").inc()
             telemetry.provider_latency.labels(name).observe(time.perf_counter() - started)

@@ -94,6 +94,11 @@ def _fallback_outbound(fb: Fallback) -> Outbound | None:
     )
 
 
+def _ids(out: Outbound) -> dict[str, str]:
+    """What a log line may say of a send: its ids, never a number, address or body."""
+    return {"message_id": out.message_id, "reference": out.reference}
+
+
 @dataclass(eq=False)
 class Item:
     """One send held by this worker, and the records it answers for."""
@@ -165,7 +170,7 @@ class Lanes:
                 log.exception(
                     "unexpected error sending reference=%s; exiting",
                     item.out.reference,
-                    extra={"message_id": item.out.message_id, "reference": item.out.reference},
+                    extra=_ids(item.out),
                 )
                 os._exit(70)
             finally:
@@ -194,7 +199,7 @@ class Lanes:
             log.warning(
                 "NHS App attempt of an earlier owner has no outcome; not resent reference=%s",
                 out.reference,
-                extra={"message_id": out.message_id, "reference": out.reference},
+                extra=_ids(out),
             )
             self._write(item, {"unconfirmed": True, "attempt": first})
             telemetry.sends_absorbed.labels(item.kind).inc()  # seen again, not re-sent
@@ -237,7 +242,7 @@ class Lanes:
                 "provider rejected reference=%s status=%s",
                 out.reference,
                 exc.status,
-                extra={"message_id": out.message_id, "reference": out.reference},
+                extra=_ids(out),
             )
             self._write(item, {"rejected": exc.status})
             await _failure_receipt(item, given_up=False)
@@ -246,7 +251,7 @@ class Lanes:
                 "NHS App given up (%s): falling back to SMS reference=%s",
                 exc.reason,
                 out.reference,
-                extra={"message_id": out.message_id, "reference": out.reference},
+                extra=_ids(out),
             )
             self._write(item, {"given_up": exc.reason})
             await _failure_receipt(item, given_up=True)
@@ -254,7 +259,7 @@ class Lanes:
             log.warning(
                 "send unconfirmed, not resent reference=%s",
                 out.reference,
-                extra={"message_id": out.message_id, "reference": out.reference},
+                extra=_ids(out),
             )
             self._write(item, {"unconfirmed": True})
         else:
