@@ -150,24 +150,31 @@ async def test_trend_counts_each_london_day_of_dispatch(stack_factory: Any) -> N
     old_day = london_date(earlier)
     new_day = london_date(today)
 
-    def settled(rs: list[tuple[str, Any]]) -> bool:
-        latest = {e.key: e for _, e in rs}
-        old = latest.get(f"trend|treatment|all|{old_day}")
-        control = latest.get(f"trend|control|all|{new_day}")
-        return bool(old and old.responded == 1 and control and control.responded == 1)
-
-    records = await stack.read(["pilot-metrics"], settled, timeout=30)
-    latest: dict[str, PilotMetric] = {e.key: e for _, e in records}
-    assert settled(records), sorted(latest)
-    counts = {
-        key: (m.sent, m.read, m.fallbacks, m.responded)
-        for key, m in latest.items()
-        if m.kind == "trend"
+    expected = {
+        f"trend|treatment|all|{old_day}": (2, 1, 0, 1),
+        f"trend|treatment|all|{new_day}": (1, 1, 0, 0),
+        f"trend|control|all|{new_day}": (1, 0, 0, 1),
+        f"trend|treatment|sms_with_response|{old_day}": (2, 1, 0, 1),
     }
-    assert counts[f"trend|treatment|all|{old_day}"] == (2, 1, 0, 1)
-    assert counts[f"trend|treatment|all|{new_day}"] == (1, 1, 0, 0)
-    assert counts[f"trend|control|all|{new_day}"] == (1, 0, 0, 1)
-    assert counts[f"trend|treatment|sms_with_response|{old_day}"] == (2, 1, 0, 1)
+
+    def counts(rs: list[tuple[str, Any]]) -> dict[str, tuple[int, int, int, int]]:
+        latest = {e.key: e for _, e in rs}
+        return {
+            key: (m.sent, m.read, m.fallbacks, m.responded)
+            for key, m in latest.items()
+            if m.kind == "trend"
+        }
+
+    # Wait for every count the test checks: each arrives on its own record, so waiting
+    # for two of them let the others still be in flight on a loaded machine.
+    def settled(rs: list[tuple[str, Any]]) -> bool:
+        found = counts(rs)
+        return all(found.get(key) == want for key, want in expected.items())
+
+    records = await stack.read(["pilot-metrics"], settled, timeout=60)
+    latest: dict[str, PilotMetric] = {e.key: e for _, e in records}
+    found = counts(records)
+    assert {key: found.get(key) for key in expected} == expected, sorted(latest)
     assert latest[f"trend|treatment|all|{old_day}"].day == date.fromisoformat(old_day)
 
 
