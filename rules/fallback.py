@@ -3,6 +3,14 @@
 Events may arrive in any order (a read before its dispatch, a delivery after a read); each
 ``on_*`` function returns the new state, and ``due`` says whether and when a fallback is
 owed. The tracker persists the state and sweeps what is due; nothing here reads a clock.
+
+When the deadline starts (``due_at``): at the NHS App's ``delivered`` receipt; else when the
+NHS App accepted the message (the dispatcher's outcome on ``send-outcomes``); else, while
+the message still waits in the NHS App lane, not yet: counting from routing would let a
+backlog in front of the NHS App send the SMS before the app message. A message whose send
+is not heard of within ``APPFIRST_NHS_APP_OUTCOME_WAIT_SECONDS`` of dispatch is counted from
+there, so that no fallback depends on an outcome arriving. With no live sends (replay,
+``APPFIRST_PROVIDERS=off``) the deadline starts at dispatch, as the contract first said.
 """
 
 from __future__ import annotations
@@ -25,12 +33,17 @@ IMMEDIATE: dict[str, FallbackReason] = {
 }
 
 
+TIMES = ("dispatched_at", "accepted_at", "delivered_at", "read_at", "failed_at")
+
+
 @dataclass(frozen=True)
 class TrackState:
     message_id: str
     partition: int
     deadline_seconds: float | None = None  # set by the NHS App dispatch
     dispatched_at: datetime | None = None
+    send_wait_seconds: float | None = None  # live sends: how long to wait for acceptance
+    accepted_at: datetime | None = None  # the NHS App accepted it (or it was unconfirmed)
     delivered_at: datetime | None = None
     read_at: datetime | None = None
     failure: FallbackReason | None = None
@@ -42,7 +55,7 @@ class TrackState:
     def to_json(self) -> dict[str, Any]:
         """The state as JSON values; fields at their default are left out."""
         data = asdict(self)
-        for name in ("dispatched_at", "delivered_at", "read_at", "failed_at"):
+        for name in TIMES:
             value = data[name]
             data[name] = value.isoformat() if value is not None else None
         return {k: v for k, v in data.items() if v is not None and v is not False}
@@ -50,7 +63,7 @@ class TrackState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrackState:
         data = dict(data)
-        for name in ("dispatched_at", "delivered_at", "read_at", "failed_at"):
+        for name in TIMES:
             if data.get(name) is not None:
                 data[name] = datetime.fromisoformat(data[name])
         return cls(**data)
@@ -64,13 +77,22 @@ class TrackState:
         return cls.from_json(json.loads(raw))
 
 
-def on_dispatch(state: TrackState, dispatch: Dispatch, deadline_seconds: float) -> TrackState:
+def on_dispatch(
+    state: TrackState,
+    dispatch: Dispatch,
+    deadline_seconds: float,
+    *,
+    send_wait_seconds: float | None = None,
+) -> TrackState:
+    """``send_wait_seconds``: the message is really sent (providers on), so its deadline
+    starts when the NHS App accepts it, or at the latest that long after dispatch."""
     if dispatch.channel != "nhs_app" or state.dispatched_at is not None:
         return state
     return replace(
         state,
         deadline_seconds=deadline_seconds,
         dispatched_at=dispatch.dispatched_at,
+        send_wait_seconds=send_wait_seconds,
         dispatch={
             k: v for k, v in dispatch.model_dump(mode="json").items() if k in FALLBACK_FIELDS
         },
@@ -91,6 +113,14 @@ def on_delivery(state: TrackState, receipt: DeliveryReceipt) -> TrackState:
     return state
 
 
+def on_accepted(state: TrackState, accepted_at: datetime) -> TrackState:
+    """The NHS App accepted the message (or its send was recorded unconfirmed) at
+    ``accepted_at``; the earliest such outcome counts."""
+    if state.accepted_at is None or accepted_at < state.accepted_at:
+        return replace(state, accepted_at=accepted_at)
+    return state
+
+
 def on_read(state: TrackState, read_at: datetime) -> TrackState:
     if state.read_at is None or read_at < state.read_at:
         return replace(state, read_at=read_at)
@@ -106,8 +136,12 @@ def due_at(state: TrackState) -> datetime | None:
     """When the unread fallback falls due, ignoring reads (None until dispatched)."""
     if state.dispatched_at is None or state.deadline_seconds is None:
         return None
-    start = state.delivered_at or state.dispatched_at
-    return start + timedelta(seconds=state.deadline_seconds)
+    deadline = timedelta(seconds=state.deadline_seconds)
+    start = state.delivered_at or state.accepted_at
+    if start is None:
+        # Not yet accepted: with live sends, the backstop of a send never heard of.
+        start = state.dispatched_at + timedelta(seconds=state.send_wait_seconds or 0)
+    return start + deadline
 
 
 def owed(state: TrackState) -> tuple[FallbackReason, datetime] | None:

@@ -22,6 +22,10 @@ time, in lanes that never wait on each other.
 - **Refusals become receipts.** A rejected send, and an NHS App message given up
   (``APPFIRST_NHS_APP_GIVE_UP_SECONDS``), become failure receipts: the tracker falls back at
   once (NHS App), and the practice sees the failure (SMS, email).
+- **The deadline starts at acceptance.** When the NHS App accepts a message, the dispatcher
+  says so on ``send-outcomes`` before it records the send; the tracker counts the
+  fallback deadline from there, so a backlog in the NHS App lane never sends the SMS
+  before the app message.
 - **Losing partitions.** On a rebalance or a stop, queued sends are dropped (the partition's
   next owner reads them again from the committed offset), sends in flight are finished
   and recorded before the partitions go, and no new attempt starts.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -46,8 +51,8 @@ from appfirst.providers.callbacks import fallback_reference
 from appfirst.providers.gateway import Gateway
 from appfirst.rules import sending as rules
 from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
-from appfirst.streams.io import decode, durable, encode, log, send, short_topic
-from appfirst.streams.topics import delivery_receipts, dispatcher_source
+from appfirst.streams.io import decode, durable, encode, log, send_acknowledged, short_topic
+from appfirst.streams.topics import delivery_receipts, dispatcher_source, send_outcomes
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReceiptStatus
 
 ledger = table("sends", worker_group_changelog=True)
@@ -201,6 +206,7 @@ class Lanes:
                 out.reference,
                 extra=_ids(out),
             )
+            await _outcome(item, "unconfirmed")
             self._write(item, {"unconfirmed": True, "attempt": first})
             telemetry.sends_absorbed.labels(item.kind).inc()  # seen again, not re-sent
             await durable()
@@ -244,8 +250,8 @@ class Lanes:
                 exc.status,
                 extra=_ids(out),
             )
-            self._write(item, {"rejected": exc.status})
             await _failure_receipt(item, given_up=False)
+            self._write(item, {"rejected": exc.status})
         except GivenUp as exc:
             log.warning(
                 "NHS App given up (%s): falling back to SMS reference=%s",
@@ -253,16 +259,18 @@ class Lanes:
                 out.reference,
                 extra=_ids(out),
             )
-            self._write(item, {"given_up": exc.reason})
             await _failure_receipt(item, given_up=True)
+            self._write(item, {"given_up": exc.reason})
         except SentUnconfirmed:
             log.warning(
                 "send unconfirmed, not resent reference=%s",
                 out.reference,
                 extra=_ids(out),
             )
+            await _outcome(item, "unconfirmed")
             self._write(item, {"unconfirmed": True})
         else:
+            await _outcome(item, "accepted")
             self._write(item, {"provider_id": provider_id})
         # Written through before the record is acknowledged: a ledger row lost with the
         # process would let a re-read send it a second time.
@@ -382,10 +390,23 @@ async def _outbound_of(event: Any) -> tuple[Outbound | None, str, str | None]:
     return out, "fallback", (fb.origin if fb else None)
 
 
+async def _outcome(item: Item, outcome: str) -> None:
+    """Tell the tracker when the NHS App accepted the message: its fallback deadline starts
+    there. Acknowledged by the broker before the ledger records the send, so a send
+    recorded is a send the tracker will hear of (a crash in between leaves an ``attempt``,
+    recorded unconfirmed, and told, when read again)."""
+    out = item.out
+    if out.channel != "nhs_app":
+        return
+    value = json.dumps({"outcome": outcome, "at": clock.now().isoformat()}).encode()
+    await send_acknowledged(send_outcomes, out.message_id.encode(), value)
+
+
 async def _failure_receipt(item: Item, *, given_up: bool) -> None:
     """A refused send as the receipt the provider would have sent: ``rejected`` or (given
     up) ``failed`` for the NHS App, so that it falls back at once; ``technical_failure``
-    for SMS and email, so that the practice sees it."""
+    for SMS and email, so that the practice sees it. Acknowledged before the ledger
+    records the refusal, for the same reason as ``_outcome``."""
     out = item.out
     status: ReceiptStatus = "technical_failure"
     if out.channel == "nhs_app":
@@ -397,7 +418,7 @@ async def _failure_receipt(item: Item, *, given_up: bool) -> None:
         occurred_at=clock.now(),
         leg="fallback" if out.reference != out.message_id else "primary",
     )
-    await send(delivery_receipts, out.message_id.encode(), encode(receipt))
+    await send_acknowledged(delivery_receipts, out.message_id.encode(), encode(receipt))
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from appfirst.topics.catalogue import (
     METRIC_FACTS,
     PRACTICE_STATS,
     ROUTER_BY_PATIENT,
+    SEND_OUTCOMES,
 )
 
 
@@ -37,9 +38,12 @@ router_by_patient = _topic(ROUTER_BY_PATIENT)
 metric_facts = _topic(METRIC_FACTS)
 failed_numbers = _topic(FAILED_NUMBERS)
 practice_stats = _topic(PRACTICE_STATS)
+send_outcomes = _topic(SEND_OUTCOMES)
 
 # Multi-topic sources: one agent sees every event of a message in partition order.
-tracker_source = _topic("dispatches", "delivery-receipts", "read-receipts", "fallbacks")
+tracker_source = _topic(
+    "dispatches", "delivery-receipts", "read-receipts", "fallbacks", SEND_OUTCOMES
+)
 metrics_source = _topic("dispatches", "read-receipts", "fallbacks", "responses")
 dispatcher_source = _topic("dispatches", "fallbacks")
 contactability_source = _topic("dispatches", "delivery-receipts")

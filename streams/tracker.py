@@ -13,6 +13,7 @@ gives the same fallbacks, byte for byte.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from datetime import UTC, datetime
@@ -26,14 +27,20 @@ from appfirst.rules import fallback as rules
 from appfirst.rules.contact import sms_fragments
 from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
 from appfirst.streams.app import agent, app, clock, deadlines, fault_point, settings, table
-from appfirst.streams.io import decode, encode, log, send, short_topic
+from appfirst.streams.io import count_in, decode, encode, log, reject, send, short_topic
 from appfirst.streams.topics import fallbacks, tracker_source
+from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, FallbackReason, ReadReceipt
 
 # Values are TrackState.encode() bytes: JSON, as the table held before, so a changelog
 # written by an earlier version recovers unchanged.
 deadline_table = table("deadlines", raw_values=True)
 REPLAY = settings.clock == "replay"
+# With live sends the deadline starts when the NHS App accepts the message (send-outcomes),
+# or at the latest this long after dispatch.
+SEND_WAIT = settings.nhs_app_outcome_wait_seconds if settings.providers != "off" else None
+# What can postpone or cancel a due fallback. Not send-outcomes: an acceptance only brings
+# the deadline forward from the backstop of a send never heard of.
 INPUTS = ("dispatches", "delivery-receipts", "read-receipts")  # what can move or cancel
 
 index = DeadlineIndex()
@@ -68,7 +75,15 @@ async def _apply(event: Any) -> tuple[rules.TrackState, rules.TrackState, float]
             return None
         state = _state(dispatch.message_id, partition)
         limit = deadlines.for_message(dispatch.origin, dispatch.message_type)
-        return state, rules.on_dispatch(state, dispatch, limit), dispatch.dispatched_at.timestamp()
+        new = rules.on_dispatch(state, dispatch, limit, send_wait_seconds=SEND_WAIT)
+        return state, new, dispatch.dispatched_at.timestamp()
+    if topic == SEND_OUTCOMES:
+        accepted_at = await _accepted_at(event)
+        if accepted_at is None:
+            return None
+        message_id = event.message.key.decode()
+        state = _state(message_id, partition)
+        return state, rules.on_accepted(state, accepted_at), accepted_at.timestamp()
     if topic == "delivery-receipts":
         receipt = await decode(event, DeliveryReceipt, "tracker")
         if receipt is None or receipt.channel != "nhs_app" or receipt.leg != "primary":
@@ -110,6 +125,27 @@ async def track(stream: Any) -> None:
             # whatever order the topics happen to be interleaved in.
             limit = safe_until(_progress(message.partition), now=0, lateness=0, replay=True)
             await _sweep_partition(message.partition, limit)
+
+
+async def _accepted_at(event: Any) -> datetime | None:
+    """The time of a send outcome (internal JSON, see the AsyncAPI document), or None
+    after sending a malformed record to ``dead-letter``."""
+    message = event.message
+    try:
+        if not message.key:
+            raise ValueError("no key")
+        message.key.decode()
+        value = json.loads(message.value)
+        if value.get("outcome") not in ("accepted", "unconfirmed"):
+            raise ValueError(f"unknown outcome {value.get('outcome')!r}")
+        at = datetime.fromisoformat(value["at"])
+        if at.tzinfo is None:
+            raise ValueError("a time without its zone")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        await reject(message, f"not a send outcome: {exc}", "tracker")
+        return None
+    count_in(event)
+    return at
 
 
 def _owned_partitions() -> set[int]:

@@ -32,6 +32,7 @@ from appfirst.topics.catalogue import (
     METRIC_FACTS,
     PRACTICE_STATS,
     ROUTER_BY_PATIENT,
+    SEND_OUTCOMES,
     Retention,
 )
 from appfirst.topics.schemas import schema_for
@@ -104,6 +105,7 @@ WORKER: dict[str, WorkerUse] = {
     PRACTICE_STATS: WorkerUse(
         receives=("metrics (collect)",), sends=("metrics (practice snapshots)",)
     ),
+    SEND_OUTCOMES: WorkerUse(receives=("tracker",), sends=("dispatcher",)),
     FAILED_NUMBERS: WorkerUse(
         broadcast=("router (the likely-to-fail check)",), sends=("contactability",)
     ),
@@ -217,6 +219,14 @@ _INTERNAL: dict[str, _Internal] = {
         "PracticeStats",
         {"type": "string", "description": "The message type (or `all`)."},
     ),
+    SEND_OUTCOMES: _Internal(
+        "When the NHS App accepted each message (or its send was recorded unconfirmed), "
+        "written by the dispatcher before it records the send: the fallback deadline "
+        "starts there, so a backlog in front of the NHS App never sends the SMS first.",
+        "SendOutcome",
+        "SendOutcome",
+        {"type": "string", "description": "The message's `message_id`, UTF-8."},
+    ),
     FAILED_NUMBERS: _Internal(
         "The latest SMS failure per phone number, for the likely-to-fail check. Holds no "
         "phone number: the key is a keyed hash of it.",
@@ -271,6 +281,24 @@ def _internal_schemas() -> dict[str, dict[str, Any]]:
                     "type": "object",
                     "description": "Daily counts by London day of dispatch (YYYY-MM-DD).",
                     "additionalProperties": counts("[sent, read, fallbacks, responded]"),
+                },
+            },
+        },
+        "SendOutcome": {
+            "title": "SendOutcome",
+            "type": "object",
+            "required": ["outcome", "at"],
+            "properties": {
+                "outcome": {
+                    "type": "string",
+                    "enum": ["accepted", "unconfirmed"],
+                    "description": "`accepted`: the NHS App answered with its id. "
+                    "`unconfirmed`: a request may have arrived and is never resent.",
+                },
+                "at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When the dispatcher heard (RFC 3339, UTC).",
                 },
             },
         },

@@ -123,7 +123,9 @@ ROUTER_BY_PATIENT = "router-by-patient"  # send requests re-keyed by nhs_number
 METRIC_FACTS = "metric-facts"  # per-message facts re-keyed by arm and message type
 FAILED_NUMBERS = "failed-numbers"  # SMS failures keyed by the number's keyed hash
 PRACTICE_STATS = "practice-stats"  # each practice's matured counts, keyed by message type
+SEND_OUTCOMES = "send-outcomes"  # when the NHS App accepted a message: its deadline starts
 INTERNAL_TOPICS: dict[str, Retention] = {
+    SEND_OUTCOMES: "delete",
     ROUTER_BY_PATIENT: "delete",
     METRIC_FACTS: "delete",
     PRACTICE_STATS: "delete",

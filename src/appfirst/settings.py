@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         description="an NHS App message not accepted this long after its first attempt "
         "(or any, once the NHS App has failed every call this long) falls back to SMS at once",
     )
+    nhs_app_outcome_wait_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="the fallback deadline starts when the NHS App accepts a message, or "
+        "this long after dispatch if no outcome is heard (a backlog of 72,000 at 20/s)",
+    )
     send_concurrency_nhs_app: int = Field(
         default=32, ge=1, description="NHS App requests in flight at once per worker"
     )

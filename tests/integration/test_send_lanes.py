@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from appfirst.topics.models import DeliveryReceipt, Dispatch
+from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback
 
 from .factories import app_user, practice, request
 
@@ -115,3 +115,43 @@ async def test_refused_credentials_hold_no_sms(stack_factory: Any) -> None:
     async with httpx.AsyncClient(timeout=5.0) as client:
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert 'appfirst_provider_misconfigured{provider="nhs_app"} 1.0' in metrics
+
+
+async def test_a_backlog_in_front_of_the_nhs_app_never_sends_the_sms_first(
+    stack_factory: Any,
+) -> None:
+    """The NHS App paced at 5 a second with 30 messages queued: the last is accepted about
+    6 s after routing, well past a 2 s deadline counted from routing. Each fallback SMS
+    still goes at least the deadline after its own app message reached the NHS App."""
+    deadline = 2.0
+    stack = stack_factory(
+        APPFIRST_PROVIDERS="simulator",
+        APPFIRST_NHS_APP_RATE_PER_SECOND="5",
+        APPFIRST_FALLBACK_INDIVIDUAL_SECONDS=str(deadline),
+    )
+    await stack.start_simulator(send_callbacks=False, app_share=1.0, notifications_share=1.0)
+    await stack.start_worker()
+    await stack.publish("practice-settings", "APP01", practice("APP01"))
+    requests = [request(f"lag-{i:03d}", ods_code="APP01") for i in range(30)]
+    await stack.publish_many(
+        [("eligibility", r.patient.nhs_number, app_user(r.patient.nhs_number)) for r in requests]
+    )
+    await stack.read(["eligibility"], lambda rs: len(rs) >= len(requests))
+    await stack.publish_many([("send-requests", r.message_id, r) for r in requests])
+    ids = {r.message_id for r in requests}
+
+    refs = await _wait_sent(stack, ids | {f"{m}/fallback" for m in ids}, timeout=60)
+    assert ids | {f"{m}/fallback" for m in ids} <= set(refs), "some sends never arrived"
+    _once_each(refs, ids | {f"{m}/fallback" for m in ids})
+    gaps = {m: refs[f"{m}/fallback"]["received_at"] - refs[m]["received_at"] for m in ids}
+    early = {m: round(gap, 2) for m, gap in gaps.items() if gap < deadline}
+    assert not early, f"fallback SMS less than the deadline after its app message: {early}"
+    queued = max(refs[m]["received_at"] for m in ids) - min(refs[m]["received_at"] for m in ids)
+    assert queued > 2 * deadline, "the lane never backed up: the test proves nothing"
+
+    records = await stack.read(["dispatches", "fallbacks"], lambda rs: False, timeout=2)
+    dispatched = {e.message_id: e for _, e in records if isinstance(e, Dispatch)}
+    for _, fb in records:
+        if isinstance(fb, Fallback):
+            promised = dispatched[fb.message_id].fallback_due_at
+            assert promised is not None and fb.due_at >= promised

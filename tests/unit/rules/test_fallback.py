@@ -16,6 +16,7 @@ from appfirst.rules.fallback import (
     TrackState,
     due,
     due_at,
+    on_accepted,
     on_delivery,
     on_dispatch,
     on_fallback_emitted,
@@ -28,6 +29,7 @@ from appfirst.topics.models import DeliveryReceipt, Dispatch
 
 T0 = datetime(2025, 3, 4, 9, 0, 0, tzinfo=UTC)
 D = 3600.0
+WAIT = 5400.0  # how long a live send may go unheard of before its deadline starts anyway
 MID = "msg-42"
 
 
@@ -123,6 +125,80 @@ def test_earliest_delivered_receipt_wins() -> None:
     state = on_delivery(state, receipt("delivered", at(300)))
     state = on_delivery(state, receipt("delivered", at(600)))
     assert due_at(state) == at(300 + D)
+
+
+# --- live sends: the deadline starts when the NHS App accepts ------------------------------
+
+
+def sent(when: datetime = T0) -> TrackState:
+    """Dispatched with live sends: the dispatcher will say when the NHS App accepted it."""
+    return on_dispatch(fresh(), make_dispatch(dispatched_at=when), D, send_wait_seconds=WAIT)
+
+
+def test_a_send_not_yet_accepted_is_owed_only_at_the_backstop() -> None:
+    # Still queued in the NHS App lane: nothing is due at dispatch + D, so a backlog
+    # cannot send the SMS first; a send never heard of still falls back, WAIT + D after.
+    assert owed(sent()) == ("unread", at(WAIT + D))
+    assert pending(sent())
+
+
+def test_due_from_acceptance() -> None:
+    state = on_accepted(sent(), at(900))
+    assert owed(state) == ("unread", at(900 + D))
+
+
+def test_acceptance_after_the_contracts_due_time_postpones_the_fallback() -> None:
+    state = on_accepted(sent(), at(D + 120))  # the lane was D + 2 min behind
+    assert due(state, at(D + 60)) is None
+    assert owed(state) == ("unread", at(2 * D + 120))
+
+
+def test_delivered_receipt_wins_over_acceptance() -> None:
+    state = on_delivery(on_accepted(sent(), at(60)), receipt("delivered", at(600)))
+    assert owed(state) == ("unread", at(600 + D))
+
+
+def test_earliest_acceptance_counts_and_may_come_before_the_dispatch() -> None:
+    early = on_accepted(on_accepted(fresh(), at(300)), at(120))
+    state = on_dispatch(early, make_dispatch(), D, send_wait_seconds=WAIT)
+    assert owed(state) == ("unread", at(120 + D))
+    assert on_accepted(state, at(400)) == state
+
+
+def test_a_failure_before_acceptance_falls_back_at_once() -> None:
+    state = on_delivery(sent(), receipt("failed", at(300)))
+    assert owed(state) == ("failed", at(300))
+
+
+def test_a_read_before_the_acceptance_deadline_cancels() -> None:
+    state = on_read(on_accepted(sent(), at(D + 120)), at(D + 600))
+    assert owed(state) is None
+
+
+def test_without_live_sends_the_deadline_starts_at_dispatch() -> None:
+    # Replay and APPFIRST_PROVIDERS=off: no send, so no acceptance to wait for.
+    assert owed(dispatched()) == ("unread", at(D))
+
+
+def test_acceptance_survives_encoding() -> None:
+    state = on_accepted(sent(), at(900))
+    back = TrackState.decode(state.encode())
+    assert back == state
+    assert owed(back) == ("unread", at(900 + D))
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(lag=st.integers(min_value=0, max_value=5 * 86400), read=st.integers(0, 10 * 86400))
+def test_never_an_sms_before_the_app_message(lag: int, read: int) -> None:
+    """Whenever the NHS App accepts it, the unread fallback is due D after that, or (if
+    the acceptance never arrives) no earlier than WAIT + D after dispatch."""
+    accepted = on_read(on_accepted(sent(), at(lag)), at(read))
+    result = owed(accepted)
+    if result is not None:
+        assert result[1] >= at(lag) + timedelta(seconds=D)
+    waiting = owed(on_read(sent(), at(read)))
+    if waiting is not None:
+        assert waiting[1] >= at(WAIT + D)
 
 
 def test_notified_is_not_delivered() -> None:
@@ -450,16 +526,21 @@ OFFSETS = st.integers(min_value=-600, max_value=3 * 86400)
 def _apply(state: TrackState, event: tuple[Any, ...]) -> TrackState:
     kind = event[0]
     if kind == "dispatch":
-        return on_dispatch(state, make_dispatch(channel=event[2], dispatched_at=at(event[1])), D)
+        d = make_dispatch(channel=event[2], dispatched_at=at(event[1]))
+        return on_dispatch(state, d, D, send_wait_seconds=WAIT if event[3] else None)
     if kind == "read":
         return on_read(state, at(event[1]))
+    if kind == "accepted":
+        return on_accepted(state, at(event[1]))
     return on_delivery(state, receipt(kind, at(event[1]), channel=event[2], leg=event[3]))
 
 
 @st.composite
 def event_sets(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     dispatch_at = draw(st.integers(min_value=0, max_value=600))
-    events: list[tuple[Any, ...]] = [("dispatch", dispatch_at, "nhs_app")]
+    events: list[tuple[Any, ...]] = [("dispatch", dispatch_at, "nhs_app", draw(st.booleans()))]
+    for _ in range(draw(st.integers(0, 2))):
+        events.append(("accepted", dispatch_at + draw(st.integers(0, 2 * 86400))))
     for _ in range(draw(st.integers(0, 3))):
         events.append(("delivered", dispatch_at + draw(OFFSETS), "nhs_app", "primary"))
     for _ in range(draw(st.integers(0, 3))):
