@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import os
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -148,6 +149,40 @@ def acting_for(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+class _PartitionOnly:
+    """As much of an event as a table write needs: its source topic and partition."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = types.SimpleNamespace(topic=topic, partition=partition)
+
+
+@contextmanager
+def acting_for_partition(topic: str, partition: int) -> Iterator[None]:
+    """Table writes inside go to ``partition`` of the changelog, as if for a record of
+    ``topic`` (contract name): for timers, which write outside any event."""
+    stand_in = _PartitionOnly(settings.topic(topic), partition)
+    with acting_for(stand_in):
+        yield
+
+
+def tables_ready() -> bool:
+    """No rebalance or table recovery under way: a timer acting on a half-recovered table
+    could act early or twice."""
+    recovery: Any = getattr(app.tables, "recovery", None)
+    return not (
+        app.rebalancing
+        or getattr(app, "in_recovery", False)
+        or recovery is None
+        or not recovery.completed.is_set()
+    )
+
+
+def owned_partitions(topic: str) -> set[int]:
+    """The partitions of ``topic`` (contract name) this worker actively owns."""
+    name = settings.topic(topic)
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
 
 class WorkerGroupTable(faust.Table[Any, Any]):

@@ -391,14 +391,18 @@ async def _outbound_of(event: Any) -> tuple[Outbound | None, str, str | None]:
 
 
 async def _outcome(item: Item, outcome: str) -> None:
-    """Tell the tracker when the NHS App accepted the message: its fallback deadline starts
-    there. Acknowledged by the broker before the ledger records the send, so a send
-    recorded is a send the tracker will hear of (a crash in between leaves an ``attempt``,
-    recorded unconfirmed, and told, when read again)."""
+    """Say on ``send-outcomes`` when a message's own send was accepted: the tracker starts
+    an NHS App message's fallback deadline there, and the message status says "sent".
+    Acknowledged by the broker before the ledger records the send, so a send recorded is
+    a send they will hear of (a crash in between leaves an ``attempt``, recorded
+    unconfirmed, and told, when read again). Not for fallback SMS: the patient has already
+    been told in the NHS App, and the practice sees no update for the backup."""
     out = item.out
-    if out.channel != "nhs_app":
+    if item.kind != "dispatch":
         return
-    value = json.dumps({"outcome": outcome, "at": clock.now().isoformat()}).encode()
+    value = json.dumps(
+        {"outcome": outcome, "at": clock.now().isoformat(), "channel": out.channel}
+    ).encode()
     await send_acknowledged(send_outcomes, out.message_id.encode(), value)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from appfirst.streams.app import app, settings
 from appfirst.topics.catalogue import (
+    BATCH_PROGRESS,
     FAILED_NUMBERS,
     METRIC_FACTS,
     PRACTICE_STATS,
@@ -39,6 +40,10 @@ metric_facts = _topic(METRIC_FACTS)
 failed_numbers = _topic(FAILED_NUMBERS)
 practice_stats = _topic(PRACTICE_STATS)
 send_outcomes = _topic(SEND_OUTCOMES)
+batches = _topic("batches")
+batch_status = _topic("batch-status")
+message_status = _topic("message-status")
+batch_progress = _topic(BATCH_PROGRESS)
 
 # Multi-topic sources: one agent sees every event of a message in partition order.
 tracker_source = _topic(
@@ -47,3 +52,5 @@ tracker_source = _topic(
 metrics_source = _topic("dispatches", "read-receipts", "fallbacks", "responses")
 dispatcher_source = _topic("dispatches", "fallbacks")
 contactability_source = _topic("dispatches", "delivery-receipts")
+batches_source = _topic("batches", BATCH_PROGRESS)
+status_source = _topic("dispatches", SEND_OUTCOMES, "delivery-receipts", "read-receipts")

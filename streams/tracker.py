@@ -26,7 +26,17 @@ from appfirst.providers.callbacks import fallback_reference
 from appfirst.rules import fallback as rules
 from appfirst.rules.contact import sms_fragments
 from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
-from appfirst.streams.app import agent, app, clock, deadlines, fault_point, settings, table
+from appfirst.streams.app import (
+    agent,
+    app,
+    clock,
+    deadlines,
+    fault_point,
+    owned_partitions,
+    settings,
+    table,
+    tables_ready,
+)
 from appfirst.streams.io import count_in, decode, encode, log, reject, send, short_topic
 from appfirst.streams.topics import fallbacks, tracker_source
 from appfirst.topics.catalogue import SEND_OUTCOMES
@@ -80,7 +90,7 @@ async def _apply(event: Any) -> tuple[rules.TrackState, rules.TrackState, float]
     if topic == SEND_OUTCOMES:
         accepted_at = await _accepted_at(event)
         if accepted_at is None:
-            return None
+            return None  # not an NHS App send, or malformed (dead-lettered)
         message_id = event.message.key.decode()
         state = _state(message_id, partition)
         return state, rules.on_accepted(state, accepted_at), accepted_at.timestamp()
@@ -145,12 +155,11 @@ async def _accepted_at(event: Any) -> datetime | None:
         await reject(message, f"not a send outcome: {exc}", "tracker")
         return None
     count_in(event)
-    return at
+    return at if value.get("channel") == "nhs_app" else None
 
 
 def _owned_partitions() -> set[int]:
-    name = settings.topic("dispatches")
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
+    return owned_partitions("dispatches")
 
 
 def _owns(partition: int) -> bool:
@@ -213,13 +222,7 @@ def _sync_ownership() -> set[int]:
 
 @app.timer(interval=settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
 async def sweep() -> None:
-    recovery: Any = getattr(app.tables, "recovery", None)
-    if (
-        app.rebalancing
-        or getattr(app, "in_recovery", False)
-        or recovery is None
-        or not recovery.completed.is_set()
-    ):
+    if not tables_ready():
         return  # the table may be half-recovered: sweeping now could fire early or twice
     owned = _sync_ownership()
     now = clock.now().timestamp()

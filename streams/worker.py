@@ -16,7 +16,16 @@ from appfirst.streams.app import app, settings
 # What each role runs. Importing a module adds its agents, tables, timers and pages to the
 # app, so a role imports only its own.
 OPERATIONS = ("health", "exporter")
-STREAMS = ("router", "contactability", "tracker", "metrics", "ingress")
+STREAMS = (
+    "router",
+    "contactability",
+    "tracker",
+    "metrics",
+    "status",
+    "batches",
+    "batch_api",
+    "ingress",
+)
 ROLES = {
     "all": (*STREAMS, "dispatcher", *OPERATIONS),
     "streams": (*STREAMS, *OPERATIONS),

@@ -26,6 +26,7 @@ from appfirst.rules.pilot import Fact
 from appfirst.settings import Settings
 from appfirst.topics import models
 from appfirst.topics.catalogue import (
+    BATCH_PROGRESS,
     CATALOGUE,
     FAILED_NUMBERS,
     INTERNAL_TOPICS,
@@ -70,7 +71,9 @@ class WorkerUse:
 # Kept in step with streams/ by tests/unit/topics/test_asyncapi.py, which reads the agents'
 # sources: a topic an agent starts or stops reading or writing fails that test.
 WORKER: dict[str, WorkerUse] = {
-    "send-requests": WorkerUse(receives=("router (intake)",)),
+    "send-requests": WorkerUse(
+        receives=("router (intake)",), sends=("batches (release, at the schedule's time)",)
+    ),
     "practice-settings": WorkerUse(
         receives=("router (validation only)",),
         broadcast=("router (the practice settings it routes by)",),
@@ -98,6 +101,14 @@ WORKER: dict[str, WorkerUse] = {
         receives=("metrics",), sends=("callback ingress (POST /callbacks/responses)",)
     ),
     "fallbacks": WorkerUse(receives=("tracker", "dispatcher", "metrics"), sends=("tracker",)),
+    "batches": WorkerUse(
+        receives=("batches (collect)",),
+        sends=("batch upload (POST /batches), cancel and link revocation endpoints",),
+    ),
+    "batch-status": WorkerUse(
+        sends=("batches (status)",), broadcast=("GET /batches/{id}, GET /links/{id}",)
+    ),
+    "message-status": WorkerUse(sends=("status",)),
     "pilot-metrics": WorkerUse(sends=("metrics (publish)",)),
     "dead-letter": WorkerUse(sends=("any agent, for a record it cannot decode or validate",)),
     ROUTER_BY_PATIENT: WorkerUse(receives=("router (route)",), sends=("router (intake)",)),
@@ -105,7 +116,8 @@ WORKER: dict[str, WorkerUse] = {
     PRACTICE_STATS: WorkerUse(
         receives=("metrics (collect)",), sends=("metrics (practice snapshots)",)
     ),
-    SEND_OUTCOMES: WorkerUse(receives=("tracker",), sends=("dispatcher",)),
+    BATCH_PROGRESS: WorkerUse(receives=("batches (collect)",), sends=("status",)),
+    SEND_OUTCOMES: WorkerUse(receives=("tracker", "status"), sends=("dispatcher",)),
     FAILED_NUMBERS: WorkerUse(
         broadcast=("router (the likely-to-fail check)",), sends=("contactability",)
     ),
@@ -120,6 +132,11 @@ _SUMMARIES: dict[str, str] = {
     "read-receipts": "The patient read the NHS App message.",
     "responses": "The patient responded to the message.",
     "fallbacks": "An NHS App message to send again by SMS (unread in time, or undeliverable).",
+    "batches": "Batch messages: each patient of the list, who cannot be contacted, the plan "
+    "(schedule and stagger), cancel, link revocation and saved-to-record events.",
+    "batch-status": "Each batch as the practice sees it: Scheduled, Sending, Done or "
+    "Cancelled, with its counters and whether its links are revoked.",
+    "message-status": "Each message as the practice's conversation thread shows it.",
     "pilot-metrics": "The pilot's statistics: arm rates, the arms compared, daily trend.",
     "dead-letter": "Records that could not be decoded or validated, with the reason.",
 }
@@ -159,6 +176,11 @@ _EXAMPLES: dict[str, dict[str, Any]] = {
         "notifications_enabled": True,
         "proxy_only": False,
         "checked_at": "2024-03-04T06:00:00Z",
+    },
+    "batches": {
+        "batch_id": "b-3f9c2a71d04e",
+        "kind": "cancel",
+        "occurred_at": "2024-03-04T10:15:00Z",
     },
     "responses": {
         "message_id": "req-2024-03-04-000123",
@@ -219,10 +241,18 @@ _INTERNAL: dict[str, _Internal] = {
         "PracticeStats",
         {"type": "string", "description": "The message type (or `all`)."},
     ),
+    BATCH_PROGRESS: _Internal(
+        "Each batch message's outcome (delivered, failed, sent or not sent), re-keyed by "
+        "batch id so that the batch's owner counts it, once per message.",
+        "BatchOutcome",
+        "BatchOutcome",
+        {"type": "string", "description": "The message's `batch_id`, UTF-8."},
+    ),
     SEND_OUTCOMES: _Internal(
-        "When the NHS App accepted each message (or its send was recorded unconfirmed), "
-        "written by the dispatcher before it records the send: the fallback deadline "
-        "starts there, so a backlog in front of the NHS App never sends the SMS first.",
+        "When the provider accepted each message's own send (or it was recorded "
+        "unconfirmed), written by the dispatcher before it records the send. An NHS App "
+        "message's fallback deadline starts there, so a backlog in front of the NHS App "
+        "never sends the SMS first; the message status says `sent` from it.",
         "SendOutcome",
         "SendOutcome",
         {"type": "string", "description": "The message's `message_id`, UTF-8."},
@@ -284,10 +314,28 @@ def _internal_schemas() -> dict[str, dict[str, Any]]:
                 },
             },
         },
+        "BatchOutcome": {
+            "title": "BatchOutcome",
+            "type": "object",
+            "required": ["message_id", "outcome"],
+            "properties": {
+                "message_id": {"type": "string", "description": "The batch message."},
+                "outcome": {
+                    "type": "string",
+                    "enum": ["delivered", "failed", "sent", "not_sent"],
+                    "description": "What the batch counts: a delivery receipt, a failed "
+                    "SMS, an email sent, or no channel at routing.",
+                },
+                "without_valid_mobile": {
+                    "type": "boolean",
+                    "description": "Not sent for want of a valid mobile number.",
+                },
+            },
+        },
         "SendOutcome": {
             "title": "SendOutcome",
             "type": "object",
-            "required": ["outcome", "at"],
+            "required": ["outcome", "at", "channel"],
             "properties": {
                 "outcome": {
                     "type": "string",
@@ -299,6 +347,11 @@ def _internal_schemas() -> dict[str, dict[str, Any]]:
                     "type": "string",
                     "format": "date-time",
                     "description": "When the dispatcher heard (RFC 3339, UTC).",
+                },
+                "channel": {
+                    "type": "string",
+                    "enum": ["nhs_app", "sms", "email"],
+                    "description": "The message's own channel (fallback SMS are not told).",
                 },
             },
         },

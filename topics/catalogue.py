@@ -104,6 +104,31 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "dispatcher, metrics",
         4 * _WEEK_MS,
     ),
+    TopicSpec(
+        "batches",
+        "batch_id",
+        models.BatchEvent,
+        "delete",
+        "batch upload (appfirst batch send, POST /batches), practice front end",
+        "batches",
+        4 * _WEEK_MS,
+    ),
+    TopicSpec(
+        "batch-status",
+        "batch_id",
+        models.BatchStatus,
+        "compact",
+        "batches",
+        "practice front end, link service",
+    ),
+    TopicSpec(
+        "message-status",
+        "message_id",
+        models.MessageStatus,
+        "compact",
+        "status",
+        "practice front end (conversation threads)",
+    ),
     TopicSpec("pilot-metrics", "metric key", models.PilotMetric, "compact", "metrics", "analysts"),
     TopicSpec(
         "dead-letter",
@@ -123,9 +148,11 @@ ROUTER_BY_PATIENT = "router-by-patient"  # send requests re-keyed by nhs_number
 METRIC_FACTS = "metric-facts"  # per-message facts re-keyed by arm and message type
 FAILED_NUMBERS = "failed-numbers"  # SMS failures keyed by the number's keyed hash
 PRACTICE_STATS = "practice-stats"  # each practice's matured counts, keyed by message type
-SEND_OUTCOMES = "send-outcomes"  # when the NHS App accepted a message: its deadline starts
+SEND_OUTCOMES = "send-outcomes"  # when a provider accepted a message's own send
+BATCH_PROGRESS = "batch-progress"  # each batch message's outcome, keyed by batch id
 INTERNAL_TOPICS: dict[str, Retention] = {
     SEND_OUTCOMES: "delete",
+    BATCH_PROGRESS: "delete",
     ROUTER_BY_PATIENT: "delete",
     METRIC_FACTS: "delete",
     PRACTICE_STATS: "delete",

@@ -245,3 +245,126 @@ class DeadLetter(Event):
     reason: str
     agent: str
     occurred_at: Timestamp
+
+
+# --- batch messaging (an extension of the contract) -------------------------------------
+
+# Short enough that "<batch_id>.<6-digit seq>" is still a message id.
+BatchId = Annotated[str, Field(min_length=1, max_length=56, pattern=r"^[A-Za-z0-9._:-]+$")]
+BatchEventKind = Literal["patient", "non_contactable", "plan", "cancel", "revoke_links", "saved"]
+NonContactableReason = Literal[
+    "invalid_nhs_number",
+    "duplicate_row",
+    "deceased",
+    "unable_to_retrieve_contact_details",
+    "contact_details_not_provided",
+    "not_uk_phone_number",
+    "likely_to_fail",
+]
+BatchState = Literal["scheduled", "sending", "done", "cancelled"]
+
+_BATCH_FIELDS: dict[str, tuple[str, ...]] = {
+    "patient": ("seq", "line", "nhs_number"),
+    "non_contactable": ("line", "reason"),
+    "plan": (
+        "ods_code",
+        "message_type",
+        "body",
+        "patient_list",
+        "contactable",
+        "non_contactable",
+        "without_valid_mobile",
+        "send_at",
+    ),
+    "cancel": (),
+    "revoke_links": (),
+    "saved": ("message_id",),
+}
+
+
+class BatchEvent(Event):
+    """One record of a batch on ``batches``, keyed by ``batch_id`` so that a batch's records
+    stay in order on one partition: its patients (each contactable row of the list), the
+    rows that cannot be contacted, then its plan (written last: a batch whose upload died
+    half way has no plan and is never sent); later a cancel, a link revocation, and a
+    ``saved`` per message written to the clinical record."""
+
+    batch_id: BatchId
+    kind: BatchEventKind
+    occurred_at: Timestamp
+    # patient, non_contactable
+    seq: int | None = Field(default=None, ge=0)
+    line: int | None = Field(default=None, ge=1)
+    nhs_number: str | None = None
+    mobile: str | None = None
+    email: str | None = None
+    name: str | None = None
+    date_of_birth: str | None = None
+    reason: NonContactableReason | None = None
+    # saved
+    message_id: MessageId | None = None
+    # plan
+    ods_code: str | None = Field(default=None, min_length=1, max_length=16)
+    organisation_type: OrganisationType = "gp"
+    message_type: MessageType | None = None
+    body: str | None = Field(default=None, min_length=1, max_length=5000)
+    patient_list: int | None = Field(default=None, ge=0)
+    contactable: int | None = Field(default=None, ge=0)
+    non_contactable: int | None = Field(default=None, ge=0)
+    without_valid_mobile: int | None = Field(default=None, ge=0)
+    send_at: Timestamp | None = None
+    stagger_count: int | None = Field(default=None, ge=1)
+    stagger_every_seconds: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> BatchEvent:
+        missing = [n for n in _BATCH_FIELDS[self.kind] if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"{self.kind} record lacks {', '.join(missing)}")
+        if (self.stagger_count is None) != (self.stagger_every_seconds is None):
+            raise ValueError("a stagger needs both stagger_count and stagger_every_seconds")
+        return self
+
+
+class BatchStatus(Event):
+    """A batch as the practice sees it, on the compacted ``batch-status`` (the latest record
+    per ``batch_id`` is current). Counters as the batch messaging page defines them."""
+
+    batch_id: BatchId
+    status: BatchState
+    ods_code: str
+    message_type: MessageType
+    patient_list: int  # rows in the uploaded list
+    contactable: int
+    non_contactable: int
+    without_valid_mobile: int  # "patients without a valid mobile number"
+    released: int  # patients handed to routing so far
+    delivered: int = 0  # SMS and NHS App delivery receipts (email has none)
+    failed_to_deliver: int = 0
+    saved: int = 0  # messages written to the clinical record (from upstream)
+    send_at: Timestamp
+    stagger_count: int | None = None
+    stagger_every_seconds: float | None = None
+    next_release_at: Timestamp | None = None
+    cancelled_at: Timestamp | None = None
+    links_revoked: bool = False  # final: revoked links are never re-activated
+    links_revoked_at: Timestamp | None = None
+    updated_at: Timestamp
+
+
+MessageState = Literal["sent", "delivered", "failed", "not_sent"]
+
+
+class MessageStatus(Event):
+    """What the practice's conversation thread shows for one message, on the compacted
+    ``message-status`` (the latest record per ``message_id`` is current). An NHS App
+    message is "sent - To: NHS App" and never updated, nor for its backup SMS (individual
+    messaging pilot page); an SMS goes on to delivered or failed; an email stays sent."""
+
+    message_id: MessageId
+    channel: Channel
+    status: MessageState
+    label: str
+    reason: str | None = None  # not_sent: the routing reason; failed: the receipt status
+    batch_id: str | None = None
+    updated_at: Timestamp

@@ -25,6 +25,9 @@ EVENT_MODELS: tuple[type[models.Event], ...] = (
     models.Fallback,
     models.PilotMetric,
     models.DeadLetter,
+    models.BatchEvent,
+    models.BatchStatus,
+    models.MessageStatus,
 )
 
 

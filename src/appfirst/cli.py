@@ -249,3 +249,12 @@ def asyncapi(out: str, fmt: str | None) -> None:
     else:
         Path(out).write_text(text, encoding="utf-8")
         click.echo(f"AsyncAPI document written: {out}")
+
+
+def _add_batch() -> None:
+    from appfirst.batch_cli import batch
+
+    main.add_command(batch)
+
+
+_add_batch()

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
         default=0.0227, ge=0, description="GBP per SMS fragment, for the report's costs"
     )
     callback_token: SecretStr = SecretStr("appfirst-dev-callback-token")
+    batch_token: SecretStr = Field(
+        default=SecretStr("appfirst-dev-batch-token"),
+        description="bearer token of the batch endpoints (the practice front end)",
+    )
     nhs_app_callback_token: SecretStr | None = Field(
         default=None, description="unset = callback_token"
     )
@@ -159,7 +163,13 @@ class Settings(BaseSettings):
         defaults = type(self).model_fields
         unset = [
             name
-            for name in ("callback_token", "nhs_app_api_key", "notify_api_key", "number_hash_key")
+            for name in (
+                "callback_token",
+                "batch_token",
+                "nhs_app_api_key",
+                "notify_api_key",
+                "number_hash_key",
+            )
             if getattr(self, name) == defaults[name].default
         ]
         if self.nhs_app_private_key_path is None:

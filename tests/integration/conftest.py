@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,19 @@ class Stack:
                     values += records
         finally:
             await consumer.stop()
+
+    async def accepted(self) -> dict[str, float]:
+        """When the NHS App accepted each message, as the dispatcher said on
+        ``send-outcomes`` (the earliest, epoch seconds): where its deadline starts."""
+        found: dict[str, float] = {}
+        for r in await self.read_records("send-outcomes"):
+            outcome = json.loads(r.value)
+            if outcome["channel"] != "nhs_app":
+                continue
+            at = datetime.fromisoformat(outcome["at"]).timestamp()
+            key = r.key.decode()
+            found[key] = min(at, found.get(key, at))
+        return found
 
     async def read_raw_changelog(self, table: str) -> set[str]:
         """The keys written to a table's changelog (JSON strings)."""

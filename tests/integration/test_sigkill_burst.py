@@ -147,11 +147,17 @@ async def test_sigkill_newest_worker_during_burst(stack_factory: Any) -> None:
     assert len(dispatches) == MESSAGES, f"{MESSAGES - len(dispatches)} never dispatched; {where}"
     app_first = {mid: d for mid, d in dispatches.items() if d.channel == "nhs_app"}
     assert len(app_first) == MESSAGES, (Counter(d.reason for d in dispatches.values()), where)
+    # The deadline starts when the NHS App accepted the message (send-outcomes), never
+    # before routing: a message with no outcome would wait an hour, and show as missing.
+    accepted = await stack.accepted()
+    unheard = sorted(set(app_first) - set(accepted))
+    assert not unheard, f"{len(unheard)} NHS App sends with no outcome: {unheard[:5]}; {where}"
     due = {
-        mid: d.dispatched_at.timestamp() + DEADLINE
+        mid: accepted[mid] + DEADLINE
         for mid, d in app_first.items()
-        if mid not in read
+        if mid not in read and accepted[mid] >= d.dispatched_at.timestamp()
     }
+    assert len(due) == MESSAGES - len(read), "an acceptance before its own dispatch"
 
     # Every due fallback at the simulator, then a little longer for a wrong one to show.
     expected = {f"{mid}/fallback" for mid in due}

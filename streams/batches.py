@@ -1,0 +1,288 @@
+"""Batches: holds each uploaded batch's patients until their time, releases them to routing
+at the schedule's and stagger's pace, and keeps the batch's status and counters.
+
+- **Data in Kafka, not timers in memory.** The upload writes every contactable patient,
+  then the plan, to ``batches`` keyed by batch id (so in order, on one partition). This
+  agent keeps them in changelogged tables: ``batches`` (one ``rules.batch.Progress`` per
+  batch) and ``batch-patients`` (the patients not yet released). A timer on the owner of
+  the partition releases what is due; a restart or a rebalance recovers both tables and
+  goes on from ``released``.
+- **Released once.** Each release writes the patients' send requests, makes them durable,
+  then records how far it got and deletes their rows. A crash in between releases some
+  again, under the same message ids, and routing makes one dispatch of each.
+- **Cancel** deletes what is not released yet; what was released is not recalled.
+  **Revoking links** is final, and shows on ``batch-status``.
+- **Counters** come from ``batch-progress`` (each batch message's outcome, written by the
+  status agent in ``streams/status.py``), counted once per message (``batch-marks``).
+- **Every row ends**: patients on release or cancel; a batch and its marks
+  ``BATCH_KEEP_SECONDS`` after it finished (the 7 days a patient may respond, and a day).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from appfirst.rules.batch import Progress, message_id
+from appfirst.streams.app import (
+    acting_for_partition,
+    agent,
+    app,
+    clock,
+    owned_partitions,
+    table,
+    tables_ready,
+)
+from appfirst.streams.io import decode, durable, encode, log, reject, send, short_topic
+from appfirst.streams.topics import batch_status, batches_source, send_requests
+from appfirst.topics.models import BatchEvent, BatchStatus, SendRequest
+
+progress_table = table("batches")
+patients = table("batch-patients", raw_values=True)
+marks = table("batch-marks")  # "settled|<message_id>", "saved|<message_id>" -> 1
+
+RELEASE_CHUNK = 2_000  # most patients one tick releases per batch: the timer yields between
+BATCH_KEEP_SECONDS = 8 * 86400
+PLAN_FIELDS = (
+    "ods_code",
+    "organisation_type",
+    "message_type",
+    "body",
+    "patient_list",
+    "contactable",
+    "non_contactable",
+    "without_valid_mobile",
+    "stagger_count",
+    "stagger_every_seconds",
+)
+# Batches whose status changed since it was last published (published once a tick).
+_dirty: set[str] = set()
+_finished: dict[str, float] = {}  # batch id -> when it was done or cancelled (monotonic)
+
+
+def _progress(batch_id: str, partition: int) -> Progress:
+    raw = progress_table.get(batch_id)
+    return Progress.from_json(raw) if raw else Progress(batch_id, partition)
+
+
+def _patient_key(batch_id: str, seq: int) -> str:
+    return f"{batch_id}|{seq}"
+
+
+@agent(batches_source)
+async def collect(stream: Any) -> None:
+    async for event in stream.events():
+        if short_topic(event.message.topic) == "batches":
+            record = await decode(event, BatchEvent, "batches")
+            if record is not None:
+                _apply(record, event.message.partition)
+        else:
+            await _count(event)
+
+
+def _apply(record: BatchEvent, partition: int) -> None:
+    p = _progress(record.batch_id, partition)
+    new = p
+    if record.kind == "patient":
+        assert record.seq is not None
+        key = _patient_key(record.batch_id, record.seq)
+        if record.seq >= p.released and patients.get(key) is None and p.cancelled_at is None:
+            patients[key] = json.dumps(
+                {"n": record.nhs_number, "m": record.mobile, "e": record.email},
+                separators=(",", ":"),
+            ).encode()
+            new = Progress.from_json({**p.to_json(), "received": p.received + 1})
+    elif record.kind == "plan" and p.plan is None:
+        plan = {k: getattr(record, k) for k in PLAN_FIELDS}
+        assert record.send_at is not None
+        plan["send_at"] = record.send_at.timestamp()
+        new = Progress.from_json({**p.to_json(), "plan": plan})
+    elif record.kind == "cancel" and p.cancelled_at is None:
+        for seq in range(p.released, p.released + p.received):
+            patients.pop(_patient_key(record.batch_id, seq), None)
+        cancelled = {"cancelled_at": record.occurred_at.timestamp(), "received": 0}
+        new = Progress.from_json({**p.to_json(), **cancelled})
+    elif record.kind == "revoke_links" and p.revoked_at is None:
+        new = Progress.from_json({**p.to_json(), "revoked_at": record.occurred_at.timestamp()})
+    elif record.kind == "saved":
+        assert record.message_id is not None
+        mark = f"saved|{record.message_id}"
+        if marks.get(mark) is None:
+            marks[mark] = 1
+            new = Progress.from_json({**p.to_json(), "saved": p.saved + 1})
+    if new != p:
+        progress_table[record.batch_id] = new.to_json()
+        _dirty.add(record.batch_id)
+
+
+async def _count(event: Any) -> None:
+    """One batch message's outcome (``batch-progress``, internal JSON), counted once."""
+    message = event.message
+    try:
+        fact = json.loads(message.value)
+        batch_id = message.key.decode()
+        mid = str(fact["message_id"])
+        outcome = fact["outcome"]
+        if outcome not in ("delivered", "failed", "sent", "not_sent"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        await reject(message, f"not a batch outcome: {exc}", "batches")
+        return
+    mark = f"settled|{mid}"
+    if marks.get(mark) is not None:
+        return
+    marks[mark] = 1
+    p = _progress(batch_id, message.partition)
+    data = p.to_json()
+    data["settled"] = p.settled + 1
+    if outcome == "delivered":
+        data["delivered"] = p.delivered + 1
+    elif outcome == "failed":
+        data["failed"] = p.failed + 1
+    if fact.get("without_valid_mobile"):
+        data["without_valid_mobile"] = p.without_valid_mobile + 1
+    progress_table[batch_id] = data
+    _dirty.add(batch_id)
+
+
+@app.timer(interval=0.5)  # type: ignore[untyped-decorator]
+async def release() -> None:
+    if not tables_ready():
+        return
+    owned = owned_partitions("batches")
+    now = clock.now().timestamp()
+    for batch_id, raw in list(progress_table.items()):
+        p = Progress.from_json(raw)
+        if p.partition not in owned:
+            continue
+        upto = min(p.due(now), p.released + RELEASE_CHUNK)
+        if upto > p.released:
+            p = await _release(p, upto)
+        if p.status(now) in ("done", "cancelled"):
+            _finished.setdefault(batch_id, time.monotonic())
+            if time.monotonic() - _finished[batch_id] > BATCH_KEEP_SECONDS:
+                _forget(p)
+                continue
+        _dirty.add(batch_id)  # published only if what it shows changed
+    await _publish(owned, now)
+
+
+async def _release(p: Progress, upto: int) -> Progress:
+    """Hand patients ``p.released`` .. ``upto - 1`` to routing."""
+    assert p.plan is not None
+    plan = p.plan
+    now = clock.now()
+    for seq in range(p.released, upto):
+        raw = patients.get(_patient_key(p.batch_id, seq))
+        if raw is None:
+            continue  # released before a crash, its row deleted: routing has it
+        row = json.loads(raw)
+        request = SendRequest.model_validate(
+            {
+                "message_id": message_id(p.batch_id, seq),
+                "requested_at": now,
+                "ods_code": plan["ods_code"],
+                "organisation_type": plan.get("organisation_type") or "gp",
+                "origin": "batch",
+                "batch_id": p.batch_id,
+                "message_type": plan["message_type"],
+                "body": plan["body"],
+                "patient": {"nhs_number": row["n"], "mobile": row["m"], "email": row["e"]},
+            }
+        )
+        await send(send_requests, request.message_id.encode(), encode(request))
+    await durable()  # the requests are in Kafka before the release is recorded
+    released = upto - p.released
+    with acting_for_partition("batches", p.partition):
+        for seq in range(p.released, upto):
+            patients.pop(_patient_key(p.batch_id, seq), None)
+        new = Progress.from_json(
+            {**p.to_json(), "released": upto, "received": max(0, p.received - released)}
+        )
+        progress_table[p.batch_id] = new.to_json()
+    log.info(
+        "batch released batch_id=%s released=%d of %d",
+        p.batch_id,
+        upto,
+        p.contactable,
+        extra={"batch_id": p.batch_id},
+    )
+    return new
+
+
+def _forget(p: Progress) -> None:
+    with acting_for_partition("batches", p.partition):
+        for seq in range(p.contactable):
+            for kind in ("settled", "saved"):
+                marks.pop(f"{kind}|{message_id(p.batch_id, seq)}", None)
+        progress_table.pop(p.batch_id, None)
+    _finished.pop(p.batch_id, None)
+    _dirty.discard(p.batch_id)
+
+
+def status_of(p: Progress, now: float) -> BatchStatus | None:
+    state = p.status(now)
+    if state is None or p.plan is None:
+        return None
+    plan = p.plan
+
+    def at(value: float | None) -> datetime | None:
+        return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+    next_at = p.next_release_at()
+    return BatchStatus.model_validate(
+        {
+            "batch_id": p.batch_id,
+            "status": state,
+            "ods_code": plan["ods_code"],
+            "message_type": plan["message_type"],
+            "patient_list": plan["patient_list"],
+            "contactable": plan["contactable"],
+            "non_contactable": plan["non_contactable"],
+            "without_valid_mobile": plan["without_valid_mobile"] + p.without_valid_mobile,
+            "released": p.released,
+            "delivered": p.delivered,
+            "failed_to_deliver": p.failed,
+            "saved": p.saved,
+            "send_at": at(plan["send_at"]),
+            "stagger_count": plan.get("stagger_count"),
+            "stagger_every_seconds": plan.get("stagger_every_seconds"),
+            "next_release_at": at(next_at) if state in ("scheduled", "sending") else None,
+            "cancelled_at": at(p.cancelled_at),
+            "links_revoked": p.revoked_at is not None,
+            "links_revoked_at": at(p.revoked_at),
+            "updated_at": clock.now(),
+        }
+    )
+
+
+_published: dict[str, tuple[Any, ...]] = {}
+
+
+async def _publish(owned: set[int], now: float) -> None:
+    """The status of every batch that changed, once: what a practice's screen shows."""
+    for batch_id in list(_dirty):
+        raw = progress_table.get(batch_id)
+        _dirty.discard(batch_id)
+        if raw is None:
+            continue
+        p = Progress.from_json(raw)
+        if p.partition not in owned:
+            continue
+        status = status_of(p, now)
+        if status is None:
+            continue
+        shown = tuple(v for k, v in status.model_dump().items() if k != "updated_at")
+        if _published.get(batch_id) == shown:
+            continue
+        await send(batch_status, batch_id.encode(), encode(status))
+        _published[batch_id] = shown
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]
+async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+    # The next owner publishes from the recovered table.
+    _published.clear()
+    _finished.clear()

@@ -1,0 +1,125 @@
+"""Status: each message's conversation status on ``message-status``, and each batch
+message's outcome on ``batch-progress`` for its batch's counters.
+
+Reads a message's dispatch, its send outcome (``send-outcomes``) and its receipts, all keyed
+by message id and co-partitioned, so one agent sees them in partition order; the rules are
+``rules/status.py``. A row is kept only while something about the message can still change
+(an SMS awaiting its receipt, a batch message awaiting its outcome) and at most
+``KEEP_SECONDS``: state follows pending work.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from appfirst.rules import status as rules
+from appfirst.streams.app import (
+    acting_for_partition,
+    agent,
+    app,
+    clock,
+    owned_partitions,
+    table,
+)
+from appfirst.streams.io import count_in, decode, encode, reject, send, short_topic
+from appfirst.streams.topics import batch_progress, message_status, status_source
+from appfirst.topics.catalogue import SEND_OUTCOMES
+from appfirst.topics.models import DeliveryReceipt, Dispatch, MessageStatus, ReadReceipt
+
+tracks = table("message-tracks")
+KEEP_SECONDS = 8 * 86400  # a batch's 7-day response window, and a day
+
+
+@agent(status_source)
+async def follow(stream: Any) -> None:
+    async for event in stream.events():
+        seen = await _fact(event)
+        if seen is None:
+            continue
+        mid, change = seen
+        raw = tracks.get(mid)
+        old = (
+            rules.Track.from_json(raw)
+            if raw
+            else rules.Track(clock.now().timestamp(), event.message.partition)
+        )
+        new = change(old)
+        new = await _publish(mid, new)
+        if rules.finished(new):
+            if raw is not None:
+                tracks.pop(mid, None)
+        elif new != old or raw is None:
+            tracks[mid] = new.to_json()
+
+
+async def _fact(event: Any) -> tuple[str, Any] | None:
+    """The message id and how this event changes its track, or None to ignore it."""
+    topic = short_topic(event.message.topic)
+    if topic == "dispatches":
+        d = await decode(event, Dispatch, "status")
+        if d is None:
+            return None
+        return d.message_id, lambda t: rules.on_dispatch(t, d.channel, d.reason, d.batch_id)
+    if topic == SEND_OUTCOMES:
+        try:
+            mid = event.message.key.decode()
+            json.loads(event.message.value)["outcome"]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            await reject(event.message, f"not a send outcome: {exc}", "status")
+            return None
+        count_in(event)
+        return mid, rules.on_sent
+    if topic == "delivery-receipts":
+        r = await decode(event, DeliveryReceipt, "status")
+        if r is None:
+            return None
+        return r.message_id, lambda t: rules.on_receipt(t, r.channel, r.status, r.leg)
+    read = await decode(event, ReadReceipt, "status")
+    if read is None:
+        return None
+    return read.message_id, rules.on_read
+
+
+async def _publish(mid: str, t: rules.Track) -> rules.Track:
+    """Write what changed: the thread's status, and the batch's outcome (once)."""
+    shown = rules.shown(t)
+    if shown is not None and shown[0] != t.shown:
+        state, label, reason = shown
+        status = MessageStatus.model_validate(
+            {
+                "message_id": mid,
+                "channel": t.channel,
+                "status": state,
+                "label": label,
+                "reason": reason,
+                "batch_id": t.batch_id,
+                "updated_at": clock.now(),
+            }
+        )
+        await send(message_status, mid.encode(), encode(status))
+        t = rules.Track.from_json({**t.to_json(), "shown": state})
+    outcome = rules.outcome(t)
+    if outcome is not None and not t.counted and t.batch_id is not None:
+        fact = {
+            "message_id": mid,
+            "outcome": outcome,
+            "without_valid_mobile": outcome == "not_sent"
+            and t.reason in rules.WITHOUT_VALID_MOBILE,
+        }
+        await send(batch_progress, t.batch_id.encode(), json.dumps(fact).encode())
+        t = rules.Track.from_json({**t.to_json(), "counted": True})
+    return t
+
+
+@app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
+async def expire() -> None:
+    """Drop rows nothing has settled in ``KEEP_SECONDS`` (an SMS whose receipt never came,
+    a receipt whose dispatch never did): every row has an end."""
+    cutoff = clock.now().timestamp() - KEEP_SECONDS
+    owned = owned_partitions("dispatches")
+    for mid, raw in list(tracks.items()):
+        track = rules.Track.from_json(raw)
+        if track.seen_at < cutoff and track.partition in owned:
+            with acting_for_partition("dispatches", track.partition):
+                tracks.pop(mid, None)

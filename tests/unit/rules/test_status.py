@@ -1,0 +1,118 @@
+"""What the practice sees of a message (rules/status.py), in any order of facts."""
+
+from __future__ import annotations
+
+from functools import reduce
+from itertools import permutations
+from typing import Any
+
+import pytest
+
+from appfirst.rules.status import (
+    Track,
+    finished,
+    on_dispatch,
+    on_read,
+    on_receipt,
+    on_sent,
+    outcome,
+    shown,
+)
+
+Fact = Any
+
+
+def play(*facts: Fact, batch: str | None = None) -> Track:
+    return reduce(lambda t, f: f(t), facts, Track(seen_at=0.0))
+
+
+def dispatched(channel: str, reason: str = "r", batch: str | None = "b1") -> Fact:
+    return lambda t: on_dispatch(t, channel, reason, batch)
+
+
+def receipt(channel: str, status: str, leg: str = "primary") -> Fact:
+    return lambda t: on_receipt(t, channel, status, leg)
+
+
+def test_an_nhs_app_message_shows_sent_to_the_nhs_app_and_nothing_later() -> None:
+    t = play(dispatched("nhs_app"), on_sent)
+    assert shown(t) == ("sent", "sent - To: NHS App", None)
+    later = play(
+        dispatched("nhs_app"),
+        on_sent,
+        receipt("nhs_app", "delivered"),
+        on_read,
+        receipt("sms", "permanent_failure", "fallback"),
+    )
+    assert shown(later) == shown(t), "no update for delivery, reading or the backup SMS"
+
+
+def test_an_sms_shows_sent_then_delivered_or_failed() -> None:
+    assert shown(play(dispatched("sms"), on_sent))[:2] == ("sent", "sent - To: SMS")  # type: ignore[index]
+    assert shown(play(dispatched("sms"), on_sent, receipt("sms", "delivered")))[0] == "delivered"  # type: ignore[index]
+    failed = play(dispatched("sms"), on_sent, receipt("sms", "temporary_failure"))
+    assert shown(failed) == ("failed", "Failed to deliver", "temporary_failure")
+
+
+def test_an_email_is_sent_and_no_more() -> None:
+    assert shown(play(dispatched("email"), on_sent)) == ("sent", "sent - To: email", None)
+    assert outcome(play(dispatched("email"), on_sent)) == "sent"
+
+
+def test_not_sent_with_the_routing_reason() -> None:
+    t = play(dispatched("none", "not_uk_mobile"))
+    assert shown(t) == ("not_sent", "Not sent", "not_uk_mobile")
+    assert outcome(t) == "not_sent"
+    assert finished(Track(**{**t.to_json(), "counted": True}))
+
+
+def test_nothing_shown_before_the_dispatch() -> None:
+    assert shown(play(on_sent, receipt("sms", "delivered"))) is None
+    assert not finished(play(on_sent))
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ((dispatched("nhs_app"), on_sent, receipt("nhs_app", "delivered")), "delivered"),
+        ((dispatched("nhs_app"), on_sent, on_read), "delivered"),
+        ((dispatched("nhs_app"), on_sent, receipt("nhs_app", "failed")), None),
+        (
+            (
+                dispatched("nhs_app"),
+                receipt("nhs_app", "failed"),
+                receipt("sms", "delivered", "fallback"),
+            ),
+            "delivered",
+        ),
+        (
+            (
+                dispatched("nhs_app"),
+                receipt("nhs_app", "failed"),
+                receipt("sms", "permanent_failure", "fallback"),
+            ),
+            "failed",
+        ),
+        ((dispatched("sms"), on_sent), None),
+    ],
+)
+def test_what_the_batch_counts(facts: tuple[Fact, ...], expected: str | None) -> None:
+    assert outcome(play(*facts)) == expected
+
+
+def test_order_does_not_matter() -> None:
+    facts = (dispatched("sms"), on_sent, receipt("sms", "delivered"))
+    results = {(shown(play(*p)), outcome(play(*p))) for p in permutations(facts)}
+    assert results == {(("delivered", "Delivered", None), "delivered")}
+
+
+def test_rows_end_once_nothing_can_change() -> None:
+    assert finished(play(dispatched("nhs_app", batch=None), on_sent))
+    assert not finished(play(dispatched("nhs_app"), on_sent)), "its batch still waits"
+    assert not finished(play(dispatched("sms", batch=None), on_sent)), "its receipt is to come"
+    assert finished(play(dispatched("sms", batch=None), on_sent, receipt("sms", "delivered")))
+
+
+def test_a_track_survives_encoding() -> None:
+    t = play(dispatched("sms"), on_sent, receipt("sms", "technical_failure"))
+    assert Track.from_json(t.to_json()) == t
