@@ -112,7 +112,13 @@ def parse_notify(body: dict[str, Any]) -> DeliveryReceipt:
 
 
 def parse_response(body: dict[str, Any]) -> Response:
+    """A response from the patient response service; its reason says what is wrong (too
+    many files, a file too big or of a type not accepted, a missing field)."""
     try:
         return Response.model_validate(body)
     except ValidationError as exc:
-        raise DecodeError("response callback is not a valid Response") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'response'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise DecodeError(f"not a valid response: {problems}") from exc

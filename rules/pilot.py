@@ -182,6 +182,24 @@ def add_days(into: dict[str, list[int]], days: dict[str, list[int]]) -> None:
             row[i] += n
 
 
+RESPONSE_WINDOW_SECONDS = 7 * 86400  # "the patient has up to 7 days to respond"
+
+
+def refused_response(state: dict[str, Any], at: float) -> str | None:
+    """Why a response is not counted, or None: each message's link is single use, and a
+    response comes at most 7 days after the message was sent (patient responses page).
+    A response seen before its dispatch is judged when the dispatch comes (it can only be
+    early, not late, then)."""
+    if "responded" in state:
+        if state["responded"] == at:
+            return None  # the same response read again (at-least-once): counted once anyway
+        return "repeated: the message already has a response (its link is single use)"
+    dispatch = state.get("d")
+    if dispatch is not None and at - dispatch[2] > RESPONSE_WINDOW_SECONDS:
+        return "late: more than 7 days after the message was sent"
+    return None
+
+
 def message_facts(
     state: dict[str, Any], kind: FactKind, at: float, sent_as: tuple[str, ...] | None = None
 ) -> list[Fact]:

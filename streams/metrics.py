@@ -39,12 +39,13 @@ from appfirst.rules.pilot import (
     kept_days,
     london_day_timestamp,
     message_facts,
+    refused_response,
     sum_types,
     window_day,
 )
 from appfirst.rules.stats import Comparison, Practice, compare
 from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
-from appfirst.streams.io import count_in, decode, encode, send, short_topic
+from appfirst.streams.io import count_in, decode, encode, reject, send, short_topic
 from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics, practice_stats
 from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
 
@@ -110,6 +111,11 @@ async def join_facts(stream: Any) -> None:
             continue
         message_id, kind, at, sent_as = seen
         state = dict(message_table.get(message_id) or {})
+        if kind == "responded":
+            refused = refused_response(state, at)
+            if refused is not None:
+                await reject(event.message, refused, "metrics")  # never counted
+                continue
         facts = message_facts(state, kind, at, sent_as)
         for fact in facts:
             await _emit(fact)

@@ -161,10 +161,38 @@ class ReadReceipt(Event):
     read_at: Timestamp
 
 
+# The patient responses page: up to 5 files of at most 7 MB, of these types.
+RESPONSE_MAX_FILES = 5
+RESPONSE_MAX_FILE_BYTES = 7 * 1024 * 1024
+RESPONSE_FILE_TYPES = frozenset({"jpg", "jpeg", "gif", "png", "pdf", "doc", "docx"})
+
+
+class ResponseFile(Event):
+    name: str = Field(min_length=1, max_length=255)
+    size_bytes: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _allowed(self) -> ResponseFile:
+        kind = self.name.rsplit(".", 1)[-1].lower() if "." in self.name else ""
+        if kind not in RESPONSE_FILE_TYPES:
+            allowed = ", ".join(sorted(RESPONSE_FILE_TYPES))
+            raise ValueError(f"file type {kind or '(none)'!r} is not accepted ({allowed})")
+        if self.size_bytes > RESPONSE_MAX_FILE_BYTES:
+            raise ValueError(f"a file is over 7 MB ({self.size_bytes:,} bytes)")
+        return self
+
+
 class Response(Event):
     message_id: MessageId
     responded_at: Timestamp
-    attachments: int = Field(default=0, ge=0)
+    attachments: int = Field(default=0, ge=0, le=RESPONSE_MAX_FILES)
+    files: list[ResponseFile] = Field(default_factory=list, max_length=RESPONSE_MAX_FILES)
+
+    @model_validator(mode="after")
+    def _files_counted(self) -> Response:
+        if self.files and self.attachments not in (0, len(self.files)):
+            raise ValueError(f"attachments says {self.attachments} but {len(self.files)} files")
+        return self
 
 
 class Fallback(Event):

@@ -116,3 +116,37 @@ async def test_a_broker_that_does_not_acknowledge_gets_the_provider_a_503(
             assert counted in metrics
         finally:
             await stack.close()
+
+
+async def test_a_response_the_patient_responses_page_would_not_take_is_a_400(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory()
+    _, port = await stack.start_worker()
+    url = f"http://127.0.0.1:{port}/callbacks/responses"
+    at = datetime.now(UTC).isoformat()
+    too_many = [{"name": f"photo{i}.jpg", "size_bytes": 1000} for i in range(6)]
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        answers = [
+            await client.post(
+                url,
+                json={"message_id": "resp-1", "responded_at": at, "files": files},
+                headers=TOKEN,
+            )
+            for files in (
+                too_many,
+                [{"name": "scan.pdf", "size_bytes": 8_000_000}],
+                [{"name": "setup.exe", "size_bytes": 10}],
+            )
+        ]
+        good = await client.post(
+            url,
+            json={"message_id": "resp-2", "responded_at": at, "files": too_many[:5]},
+            headers=TOKEN,
+        )
+    assert [a.status_code for a in answers] == [400, 400, 400]
+    reasons = [a.json()["error"] for a in answers]
+    assert "at most 5" in reasons[0] and "over 7 MB" in reasons[1] and "exe" in reasons[2]
+    assert good.status_code == 202
+    written = {json.loads(v)["message_id"] for v in await stack.read_raw("responses")}
+    assert written == {"resp-2"}, "a refused response is never written"

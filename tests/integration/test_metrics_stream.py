@@ -195,3 +195,34 @@ def dispatch(message_id: str, arm: str, dispatched_at: datetime) -> Dispatch:
             "message_type": "sms_with_response",
         }
     )
+
+
+async def test_late_and_repeated_responses_are_dead_letters_never_counted(
+    stack_factory: Any,
+) -> None:
+    stack = stack_factory()
+    await stack.start_worker()
+    sent_at = now() - timedelta(days=9)
+    for mid in ("r-ok", "r-late"):
+        await stack.publish("dispatches", mid, dispatch(mid, "treatment", sent_at))
+    responses = [
+        ("r-ok", sent_at + timedelta(days=1)),
+        ("r-ok", sent_at + timedelta(days=2)),  # the link is single use
+        ("r-late", sent_at + timedelta(days=8)),  # past the 7 days
+    ]
+    for mid, at in responses:
+        await stack.publish("responses", mid, Response(message_id=mid, responded_at=at))
+    day = london_date(sent_at)
+
+    def settled(rs: list[tuple[str, Any]]) -> bool:
+        letters = [e for t, e in rs if t == "dead-letter"]
+        trend = [e for t, e in rs if t == "pilot-metrics" and e.key == f"trend|treatment|all|{day}"]
+        return len(letters) >= 2 and bool(trend) and trend[-1].sent == 2
+
+    records = await stack.read(["pilot-metrics", "dead-letter"], settled, timeout=60)
+    assert settled(records)
+    letters = sorted(e.reason for t, e in records if t == "dead-letter")
+    assert [r.split(":")[0] for r in letters] == ["late", "repeated"], letters
+    records = await stack.read(["pilot-metrics"], lambda rs: False, timeout=3)
+    trend = [e for _, e in records if e.key == f"trend|treatment|all|{day}"][-1]
+    assert (trend.sent, trend.responded) == (2, 1)

@@ -91,7 +91,15 @@ FULL: list[models.Event] = [
         leg="fallback",
     ),
     models.ReadReceipt(message_id="req-1", read_at=T0),
-    models.Response(message_id="req-1", responded_at=T0, attachments=3),
+    models.Response(
+        message_id="req-1",
+        responded_at=T0,
+        attachments=2,
+        files=[
+            models.ResponseFile(name="rash.JPG", size_bytes=2_400_000),
+            models.ResponseFile(name="letter.pdf", size_bytes=7 * 1024 * 1024),
+        ],
+    ),
     models.Fallback(
         message_id="req-1",
         reason="unnotified",

@@ -120,6 +120,12 @@ def _assert_same_type(py: Any, avro: Any, where: str) -> None:
             f"{where}: Literal values must be valid Avro enum symbols"
         )
         assert _AVRO_NAME.match(avro["name"]), f"{where}: bad enum name"
+    elif get_origin(py) is list:
+        assert isinstance(avro, dict) and avro.get("type") == "array", (
+            f"{where}: a list in the model, {avro!r} in Avro"
+        )
+        (item,) = get_args(py)
+        _assert_same_type(_strip_annotated(item), avro["items"], f"{where}[]")
     elif isinstance(py, type) and issubclass(py, BaseModel):
         assert isinstance(avro, dict) and avro.get("type") == "record", (
             f"{where}: nested model {py.__name__} but Avro {avro!r}"
