@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from appfirst.broker import EmbeddedBroker, free_port
+from appfirst.demo.batch import final_status, run_batch
 from appfirst.demo.summary import Tally
 from appfirst.demo.summary import render as summary
 from appfirst.demo.traffic import Pilot
@@ -148,11 +149,14 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
             )
             tally = Tally()
             await _drive(console, settings, pilot, messages, seconds, drain, tally)
+            batch_id, batch_state = await run_batch(console, settings, web_port, pilot)
             fixed = await reconcile(settings, datetime.now(UTC).date())
             console.print(
                 f"receipts reconciliation: {fixed.in_report} NHS App receipts in today's "
                 f"report, {sum(fixed.filled.values())} filled in whose callback never came"
             )
+            if batch_state != "done":
+                batch_state = await final_status(console, settings, web_port, batch_id)
             report = workdir / "pilot-report.html"
             pilot_data = await gather(settings, time_scale=TIME_SCALE)
             tally.metrics.update(pilot_data.metrics)  # the summary shows what the report shows
@@ -169,6 +173,7 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
             console.print(summary(tally, sends, HORIZONS, TIME_SCALE))
             console.print(f"pilot report: {report} (times in simulated hours)")
             ok = tally.both_arms() and tally.all_channels() and tally.fallbacks_total() > 0
+            ok = ok and batch_state in ("sending", "done")
             return 0 if ok else 1
         finally:
             for proc in procs:
