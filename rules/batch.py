@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -327,15 +327,15 @@ def parse_period(text: str) -> float:
 
 @dataclass(frozen=True)
 class Progress:
-    """One batch in the releaser's table: what has been received, released and settled.
+    """One batch in the releaser's table: its plan, how far it is released, and (from the
+    marks of its messages, not stored here) what has settled.
 
-    ``plan`` is the plan record's fields (JSON), None until it comes: the upload wrote
-    every patient first, so a batch with a plan and ``received == contactable`` is whole.
+    ``plan`` is the plan record's fields (JSON), None until it comes. The upload writes
+    every patient before the plan, on one partition, so a batch with its plan is whole.
     """
 
     batch_id: str
     partition: int
-    received: int = 0  # distinct patient rows held, not yet released
     released: int = 0  # patients 0..released-1 handed to routing
     plan: dict[str, Any] | None = None
     cancelled_at: float | None = None
@@ -345,6 +345,17 @@ class Progress:
     saved: int = 0
     settled: int = 0  # messages with a final outcome (delivered, failed, sent, not sent)
     without_valid_mobile: int = 0  # found at routing, beyond the review's count
+
+    def counted(self, counts: Mapping[str, int]) -> Progress:
+        """With the counters its messages' marks add up to."""
+        return replace(
+            self,
+            delivered=counts.get("delivered", 0),
+            failed=counts.get("failed", 0),
+            saved=counts.get("saved", 0),
+            settled=counts.get("settled", 0),
+            without_valid_mobile=counts.get("without_valid_mobile", 0),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -356,11 +367,6 @@ class Progress:
     @property
     def contactable(self) -> int:
         return int(self.plan["contactable"]) if self.plan else 0
-
-    @property
-    def whole(self) -> bool:
-        """Plan and every patient in: the batch may be released."""
-        return self.plan is not None and self.released + self.received >= self.contactable
 
     def schedule(self) -> Schedule | None:
         if self.plan is None:
@@ -374,7 +380,7 @@ class Progress:
     def due(self, now: float) -> int:
         """How many patients should have been released by ``now`` (never fewer than have)."""
         schedule = self.schedule()
-        if schedule is None or self.cancelled_at is not None or not self.whole:
+        if schedule is None or self.cancelled_at is not None:
             return self.released
         return max(self.released, schedule.released_by(now, self.contactable))
 

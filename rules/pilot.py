@@ -188,8 +188,8 @@ RESPONSE_WINDOW_SECONDS = 7 * 86400  # "the patient has up to 7 days to respond"
 def refused_response(state: dict[str, Any], at: float) -> str | None:
     """Why a response is not counted, or None: each message's link is single use, and a
     response comes at most 7 days after the message was sent (patient responses page).
-    A response seen before its dispatch is judged when the dispatch comes (it can only be
-    early, not late, then)."""
+    A response read before its dispatch (two topics, no order between them) cannot be
+    judged yet: ``message_facts`` leaves it uncounted if the dispatch shows it late."""
     if "responded" in state:
         if state["responded"] == at:
             return None  # the same response read again (at-least-once): counted once anyway
@@ -219,6 +219,8 @@ def message_facts(
         facts = [Fact("sent", arm, message_type, at, 0.0, ods)]
         for early in COUNTED:  # observations that came before their dispatch count now
             if early in state:
+                if early == "responded" and state[early] - at > RESPONSE_WINDOW_SECONDS:
+                    continue  # read before its dispatch, but late all the same: not counted
                 facts.append(Fact(early, arm, message_type, at, state[early] - at, ods))
         return facts
     if kind in state:
@@ -227,6 +229,8 @@ def message_facts(
     if state.get("d") is None:
         return []
     arm, message_type, sent_at, *rest = state["d"]  # records before practices were kept: 3
+    if kind == "responded" and at - sent_at > RESPONSE_WINDOW_SECONDS:
+        return []  # late: never counted (the agent sends it to dead-letter)
     return [Fact(kind, arm, message_type, sent_at, at - sent_at, rest[0] if rest else "-")]
 
 

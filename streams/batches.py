@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,38 +84,33 @@ async def collect(stream: Any) -> None:
 
 
 def _apply(record: BatchEvent, partition: int) -> None:
+    # One write per record, each to one row: a crash cannot leave half of a change.
     p = _progress(record.batch_id, partition)
     new = p
     if record.kind == "patient":
         assert record.seq is not None
-        key = _patient_key(record.batch_id, record.seq)
-        if record.seq >= p.released and patients.get(key) is None and p.cancelled_at is None:
-            patients[key] = json.dumps(
+        if record.seq >= p.released and p.cancelled_at is None:
+            patients[_patient_key(record.batch_id, record.seq)] = json.dumps(
                 {"n": record.nhs_number, "m": record.mobile, "e": record.email},
                 separators=(",", ":"),
             ).encode()
-            new = Progress.from_json({**p.to_json(), "received": p.received + 1})
     elif record.kind == "plan" and p.plan is None:
         plan = {k: getattr(record, k) for k in PLAN_FIELDS}
         assert record.send_at is not None
         plan["send_at"] = record.send_at.timestamp()
         new = Progress.from_json({**p.to_json(), "plan": plan})
     elif record.kind == "cancel" and p.cancelled_at is None:
-        for seq in range(p.released, p.released + p.received):
+        new = Progress.from_json({**p.to_json(), "cancelled_at": record.occurred_at.timestamp()})
+        for seq in range(p.released, p.contactable):
             patients.pop(_patient_key(record.batch_id, seq), None)
-        cancelled = {"cancelled_at": record.occurred_at.timestamp(), "received": 0}
-        new = Progress.from_json({**p.to_json(), **cancelled})
     elif record.kind == "revoke_links" and p.revoked_at is None:
         new = Progress.from_json({**p.to_json(), "revoked_at": record.occurred_at.timestamp()})
     elif record.kind == "saved":
         assert record.message_id is not None
-        mark = f"saved|{record.message_id}"
-        if marks.get(mark) is None:
-            marks[mark] = 1
-            new = Progress.from_json({**p.to_json(), "saved": p.saved + 1})
+        _mark(record.batch_id, partition, f"saved|{record.message_id}", {"saved": 1})
     if new != p:
         progress_table[record.batch_id] = new.to_json()
-        _dirty.add(record.batch_id)
+    _dirty.add(record.batch_id)
 
 
 async def _count(event: Any) -> None:
@@ -130,21 +126,43 @@ async def _count(event: Any) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         await reject(message, f"not a batch outcome: {exc}", "batches")
         return
-    mark = f"settled|{mid}"
-    if marks.get(mark) is not None:
-        return
-    marks[mark] = 1
-    p = _progress(batch_id, message.partition)
-    data = p.to_json()
-    data["settled"] = p.settled + 1
-    if outcome == "delivered":
-        data["delivered"] = p.delivered + 1
-    elif outcome == "failed":
-        data["failed"] = p.failed + 1
+    adds = {"settled": 1}
+    if outcome in ("delivered", "failed"):
+        adds[outcome] = 1
     if fact.get("without_valid_mobile"):
-        data["without_valid_mobile"] = p.without_valid_mobile + 1
-    progress_table[batch_id] = data
+        adds["without_valid_mobile"] = 1
+    _mark(batch_id, message.partition, f"settled|{mid}", adds)
     _dirty.add(batch_id)
+
+
+# The marks are the counters' truth: one row per counted message, written in one go. The
+# sums are kept here, and made again from the marks when a partition comes to this worker.
+_counts: dict[str, Counter[str]] = {}
+_counted_partitions: set[int] = set()
+
+
+def _mark(batch_id: str, partition: int, key: str, adds: dict[str, int]) -> None:
+    if marks.get(key) is not None:
+        return  # counted already: a repeat, or the same record read again
+    marks[key] = adds
+    if partition in _counted_partitions:
+        _counts.setdefault(batch_id, Counter()).update(adds)
+
+
+def _recount(partitions: set[int]) -> None:
+    """The counters of newly owned partitions' batches, from their marks."""
+    batches_here = {
+        batch_id
+        for batch_id, raw in progress_table.items()
+        if Progress.from_json(raw).partition in partitions
+    }
+    fresh: dict[str, Counter[str]] = {b: Counter() for b in batches_here}
+    for key, adds in list(marks.items()):
+        batch_id = key.split("|", 1)[1].rsplit(".", 1)[0]
+        if batch_id in fresh:
+            fresh[batch_id].update(adds)
+    _counts.update(fresh)
+    _counted_partitions.update(partitions)
 
 
 @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
@@ -152,9 +170,11 @@ async def release() -> None:
     if not tables_ready():
         return
     owned = owned_partitions("batches")
+    if owned - _counted_partitions:
+        _recount(owned - _counted_partitions)
     now = clock.now().timestamp()
     for batch_id, raw in list(progress_table.items()):
-        p = Progress.from_json(raw)
+        p = Progress.from_json(raw).counted(_counts.get(batch_id, {}))
         if p.partition not in owned:
             continue
         upto = min(p.due(now), p.released + RELEASE_CHUNK)
@@ -194,14 +214,12 @@ async def _release(p: Progress, upto: int) -> Progress:
         )
         await send(send_requests, request.message_id.encode(), encode(request))
     await durable()  # the requests are in Kafka before the release is recorded
-    released = upto - p.released
     with acting_for_partition("batches", p.partition):
         for seq in range(p.released, upto):
             patients.pop(_patient_key(p.batch_id, seq), None)
-        new = Progress.from_json(
-            {**p.to_json(), "released": upto, "received": max(0, p.received - released)}
-        )
-        progress_table[p.batch_id] = new.to_json()
+        stored = Progress.from_json(progress_table[p.batch_id])
+        progress_table[p.batch_id] = {**stored.to_json(), "released": upto}
+    new = Progress.from_json({**p.to_json(), "released": upto})
     log.info(
         "batch released batch_id=%s released=%d of %d",
         p.batch_id,
@@ -215,10 +233,12 @@ async def _release(p: Progress, upto: int) -> Progress:
 def _forget(p: Progress) -> None:
     with acting_for_partition("batches", p.partition):
         for seq in range(p.contactable):
+            patients.pop(_patient_key(p.batch_id, seq), None)  # any a crash left behind
             for kind in ("settled", "saved"):
                 marks.pop(f"{kind}|{message_id(p.batch_id, seq)}", None)
         progress_table.pop(p.batch_id, None)
     _finished.pop(p.batch_id, None)
+    _counts.pop(p.batch_id, None)
     _dirty.discard(p.batch_id)
 
 
@@ -268,7 +288,7 @@ async def _publish(owned: set[int], now: float) -> None:
         _dirty.discard(batch_id)
         if raw is None:
             continue
-        p = Progress.from_json(raw)
+        p = Progress.from_json(raw).counted(_counts.get(batch_id, {}))
         if p.partition not in owned:
             continue
         status = status_of(p, now)
@@ -283,6 +303,8 @@ async def _publish(owned: set[int], now: float) -> None:
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
-    # The next owner publishes from the recovered table.
+    # The next owner publishes from the recovered table, and counts again from the marks.
     _published.clear()
     _finished.clear()
+    _counts.clear()
+    _counted_partitions.clear()

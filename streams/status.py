@@ -15,14 +15,16 @@ from typing import Any
 
 from appfirst.rules import status as rules
 from appfirst.streams.app import (
+    acting_for,
     acting_for_partition,
     agent,
     app,
     clock,
+    current,
     owned_partitions,
     table,
 )
-from appfirst.streams.io import count_in, decode, encode, reject, send, short_topic
+from appfirst.streams.io import count_in, decode, durable, encode, reject, send, short_topic
 from appfirst.streams.topics import batch_progress, message_status, status_source
 from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import DeliveryReceipt, Dispatch, MessageStatus, ReadReceipt
@@ -33,24 +35,40 @@ KEEP_SECONDS = 8 * 86400  # a batch's 7-day response window, and a day
 
 @agent(status_source)
 async def follow(stream: Any) -> None:
-    async for event in stream.events():
-        seen = await _fact(event)
-        if seen is None:
+    # A batch at a time, and what it sends made durable before its rows are written: a
+    # row that says "counted" or "shown" is then never ahead of what reached Kafka (a
+    # crash in between re-reads the events and sends again; both topics take repeats).
+    async for batch in stream.take_events(500, within=0.05):
+        rows: dict[str, tuple[Any, rules.Track, bool]] = {}
+        for event in batch:
+            if not current(event):
+                continue  # read again by the partition's owner (streams/rewind.py)
+            seen = await _fact(event)
+            if seen is None:
+                continue
+            mid, change = seen
+            if mid in rows:
+                _, old, stored = rows[mid]
+            else:
+                raw = tracks.get(mid)
+                stored = raw is not None
+                old = (
+                    rules.Track.from_json(raw)
+                    if raw
+                    else rules.Track(clock.now().timestamp(), event.message.partition)
+                )
+            new = await _publish(mid, change(old))
+            rows[mid] = (event, new, stored)
+        if not rows:
             continue
-        mid, change = seen
-        raw = tracks.get(mid)
-        old = (
-            rules.Track.from_json(raw)
-            if raw
-            else rules.Track(clock.now().timestamp(), event.message.partition)
-        )
-        new = change(old)
-        new = await _publish(mid, new)
-        if rules.finished(new):
-            if raw is not None:
-                tracks.pop(mid, None)
-        elif new != old or raw is None:
-            tracks[mid] = new.to_json()
+        await durable()
+        for mid, (event, new, stored) in rows.items():
+            with acting_for(event):
+                if rules.finished(new):
+                    if stored:
+                        tracks.pop(mid, None)
+                else:
+                    tracks[mid] = new.to_json()
 
 
 async def _fact(event: Any) -> tuple[str, Any] | None:

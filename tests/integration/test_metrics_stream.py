@@ -205,6 +205,13 @@ async def test_late_and_repeated_responses_are_dead_letters_never_counted(
     sent_at = now() - timedelta(days=9)
     for mid in ("r-ok", "r-late"):
         await stack.publish("dispatches", mid, dispatch(mid, "treatment", sent_at))
+    day = london_date(sent_at)
+    # The dispatches counted first, so that each response is judged against its dispatch.
+    await stack.read(
+        ["pilot-metrics"],
+        lambda rs: any(e.key == f"trend|treatment|all|{day}" and e.sent == 2 for _, e in rs),
+        timeout=60,
+    )
     responses = [
         ("r-ok", sent_at + timedelta(days=1)),
         ("r-ok", sent_at + timedelta(days=2)),  # the link is single use
@@ -212,7 +219,6 @@ async def test_late_and_repeated_responses_are_dead_letters_never_counted(
     ]
     for mid, at in responses:
         await stack.publish("responses", mid, Response(message_id=mid, responded_at=at))
-    day = london_date(sent_at)
 
     def settled(rs: list[tuple[str, Any]]) -> bool:
         letters = [e for t, e in rs if t == "dead-letter"]

@@ -26,7 +26,8 @@ def _dead(records: list[tuple[str, Any]]) -> list[DeadLetter]:
 
 async def test_every_reason_through_the_worker(stack_factory: Any) -> None:
     stack = stack_factory()
-    await stack.start_worker()
+    # Settings first: a worker is ready only once it has read them whole; published after
+    # it started, they race the requests (no order between two topics).
     await stack.publish("practice-settings", "APP01", practice("APP01"))
     await stack.publish(
         "practice-settings",
@@ -39,6 +40,7 @@ async def test_every_reason_through_the_worker(stack_factory: Any) -> None:
         "LTF01",
         practice("LTF01", nhs_app_individual=False, arm=None, likely_to_fail_check=True),
     )
+    await stack.start_worker()
 
     def with_eligibility(mid: str, **elig: Any) -> tuple[Any, Eligibility]:
         req = request(mid, ods_code="APP01")

@@ -78,3 +78,10 @@ def test_malformed_responses_say_why(fields: dict[str, object], says: str) -> No
     with pytest.raises(DecodeError) as caught:
         parse_response(body(**fields))
     assert says in caught.value.reason
+
+
+def test_a_late_response_read_before_its_dispatch_is_not_counted_either() -> None:
+    state: dict[str, object] = {}
+    assert message_facts(state, "responded", T0 + RESPONSE_WINDOW_SECONDS + 60) == []
+    facts = message_facts(state, "sent", T0, ("treatment", "sms", "A81001"))
+    assert [f.kind for f in facts] == ["sent"]
