@@ -340,6 +340,7 @@ class Progress:
     plan: dict[str, Any] | None = None
     cancelled_at: float | None = None
     revoked_at: float | None = None
+    finished_at: float | None = None  # first seen done or cancelled: its rows end 8 days on
     delivered: int = 0
     failed: int = 0
     saved: int = 0

@@ -40,6 +40,7 @@ class Track:
     failed: str | None = None  # the failure receipt's status (an SMS's)
     counted: bool = False  # its batch has its outcome
     shown: str | None = None  # the status last published
+    closed: bool = False  # finished: facts read again after a crash change nothing
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
@@ -111,3 +112,11 @@ def finished(t: Track) -> bool:
         t.channel != "sms" or current[0] in ("delivered", "failed", "not_sent")
     )
     return final_shown and (t.batch_id is None or t.counted)
+
+
+def closed(t: Track, now: float) -> Track:
+    """What is kept of a finished message, for ``CLOSED_KEEP_SECONDS``: that it is finished.
+    A crash re-reads events from the last committed offset of each topic, so a dispatch and
+    a "sent" can come again after the receipt that settled the message; without this mark
+    they would publish "sent" over "delivered"."""
+    return Track(seen_at=now, partition=t.partition, closed=True)

@@ -21,7 +21,6 @@ at the schedule's and stagger's pace, and keeps the batch's status and counters.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -60,7 +59,6 @@ PLAN_FIELDS = (
 )
 # Batches whose status changed since it was last published (published once a tick).
 _dirty: set[str] = set()
-_finished: dict[str, float] = {}  # batch id -> when it was done or cancelled (monotonic)
 
 
 def _progress(batch_id: str, partition: int) -> Progress:
@@ -181,8 +179,11 @@ async def release() -> None:
         if upto > p.released:
             p = await _release(p, upto)
         if p.status(now) in ("done", "cancelled"):
-            _finished.setdefault(batch_id, time.monotonic())
-            if time.monotonic() - _finished[batch_id] > BATCH_KEEP_SECONDS:
+            if p.finished_at is None:
+                # Kept in the row, so that a restart does not start the 8 days again.
+                with acting_for_partition("batches", p.partition):
+                    progress_table[batch_id] = {**progress_table[batch_id], "finished_at": now}
+            elif now - p.finished_at > BATCH_KEEP_SECONDS:
                 _forget(p)
                 continue
         _dirty.add(batch_id)  # published only if what it shows changed
@@ -237,7 +238,6 @@ def _forget(p: Progress) -> None:
             for kind in ("settled", "saved"):
                 marks.pop(f"{kind}|{message_id(p.batch_id, seq)}", None)
         progress_table.pop(p.batch_id, None)
-    _finished.pop(p.batch_id, None)
     _counts.pop(p.batch_id, None)
     _dirty.discard(p.batch_id)
 
@@ -305,6 +305,5 @@ async def _publish(owned: set[int], now: float) -> None:
 async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     # The next owner publishes from the recovered table, and counts again from the marks.
     _published.clear()
-    _finished.clear()
     _counts.clear()
     _counted_partitions.clear()

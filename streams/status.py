@@ -31,6 +31,9 @@ from appfirst.topics.models import DeliveryReceipt, Dispatch, MessageStatus, Rea
 
 tracks = table("message-tracks")
 KEEP_SECONDS = 8 * 86400  # a batch's 7-day response window, and a day
+# How long a finished message's mark is kept: far past any re-read after a crash (offsets
+# are committed every few seconds).
+CLOSED_KEEP_SECONDS = 3600.0
 
 
 @agent(status_source)
@@ -39,7 +42,7 @@ async def follow(stream: Any) -> None:
     # row that says "counted" or "shown" is then never ahead of what reached Kafka (a
     # crash in between re-reads the events and sends again; both topics take repeats).
     async for batch in stream.take_events(500, within=0.05):
-        rows: dict[str, tuple[Any, rules.Track, bool]] = {}
+        rows: dict[str, tuple[Any, rules.Track]] = {}
         for event in batch:
             if not current(event):
                 continue  # read again by the partition's owner (streams/rewind.py)
@@ -48,27 +51,26 @@ async def follow(stream: Any) -> None:
                 continue
             mid, change = seen
             if mid in rows:
-                _, old, stored = rows[mid]
+                _, old = rows[mid]
             else:
                 raw = tracks.get(mid)
-                stored = raw is not None
                 old = (
                     rules.Track.from_json(raw)
                     if raw
                     else rules.Track(clock.now().timestamp(), event.message.partition)
                 )
+            if old.closed:
+                continue  # finished already: this is a re-read
             new = await _publish(mid, change(old))
-            rows[mid] = (event, new, stored)
+            rows[mid] = (event, new)
         if not rows:
             continue
         await durable()
-        for mid, (event, new, stored) in rows.items():
+        for mid, (event, new) in rows.items():
             with acting_for(event):
                 if rules.finished(new):
-                    if stored:
-                        tracks.pop(mid, None)
-                else:
-                    tracks[mid] = new.to_json()
+                    new = rules.closed(new, clock.now().timestamp())
+                tracks[mid] = new.to_json()
 
 
 async def _fact(event: Any) -> tuple[str, Any] | None:
@@ -130,14 +132,16 @@ async def _publish(mid: str, t: rules.Track) -> rules.Track:
     return t
 
 
-@app.timer(interval=3600.0)  # type: ignore[untyped-decorator]
+@app.timer(interval=300.0)  # type: ignore[untyped-decorator]
 async def expire() -> None:
-    """Drop rows nothing has settled in ``KEEP_SECONDS`` (an SMS whose receipt never came,
-    a receipt whose dispatch never did): every row has an end."""
-    cutoff = clock.now().timestamp() - KEEP_SECONDS
+    """Drop finished messages' marks after ``CLOSED_KEEP_SECONDS``, and rows nothing has
+    settled in ``KEEP_SECONDS`` (an SMS whose receipt never came, a receipt whose dispatch
+    never did): every row has an end."""
+    now = clock.now().timestamp()
     owned = owned_partitions("dispatches")
     for mid, raw in list(tracks.items()):
         track = rules.Track.from_json(raw)
-        if track.seen_at < cutoff and track.partition in owned:
+        keep = CLOSED_KEEP_SECONDS if track.closed else KEEP_SECONDS
+        if track.seen_at < now - keep and track.partition in owned:
             with acting_for_partition("dispatches", track.partition):
                 tracks.pop(mid, None)

@@ -174,7 +174,17 @@ async def test_the_batch_scenario_of_the_issue(stack_factory: Any) -> None:
     stack.workers[victim][0].wait()
     await stack.restart_worker(victim)
 
-    final = await latest_status(stack, batch_id, lambda e: e.status == "done", timeout=120)
+    # Upstream says three messages are saved to the record, one of them twice.
+    async with httpx.AsyncClient(timeout=30, headers=TOKEN) as client:
+        for seq in (0, 1, 2, 2):
+            saved = await client.post(
+                f"http://127.0.0.1:{port}/batches/{batch_id}/saved",
+                json={"message_id": f"{batch_id}.{seq:06d}"},
+            )
+            assert saved.status_code == 202
+    final = await latest_status(
+        stack, batch_id, lambda e: e.status == "done" and e.saved == 3, timeout=120
+    )
     sent = await sent_to(stack, batch_id)
     if len(sent) != len(good):
         wanted = {f"{batch_id}.{seq:06d}" for seq in range(len(good))}
@@ -233,8 +243,15 @@ async def test_the_review_endpoint_sends_nothing(stack_factory: Any) -> None:
             headers=TOKEN,
             files={"file": ("p.csv", text.encode(), "text/csv")},
         )
+        no_contacts = await client.post(
+            f"http://127.0.0.1:{port}/batches/review",
+            headers=TOKEN,
+            files={"file": ("p.csv", f"NHS Number,Surname\n{nhs_number()},Smith\n".encode())},
+        )
         refused = await client.post(f"http://127.0.0.1:{port}/batches/review")
     assert r.status_code == 200
     assert Counter(row["Reason"] for row in csv.DictReader(io.StringIO(r.text))) == reasons
+    (row,) = list(csv.DictReader(io.StringIO(no_contacts.text)))
+    assert row["Reason"] == "Unable to retrieve contact details"
     assert refused.status_code == 401
     assert not await stack.read(["send-requests", "batches"], lambda rs: False, timeout=2)

@@ -116,3 +116,12 @@ def test_rows_end_once_nothing_can_change() -> None:
 def test_a_track_survives_encoding() -> None:
     t = play(dispatched("sms"), on_sent, receipt("sms", "technical_failure"))
     assert Track.from_json(t.to_json()) == t
+
+
+def test_a_closed_message_keeps_only_that_it_is_finished() -> None:
+    from appfirst.rules.status import closed
+
+    t = play(dispatched("sms", batch=None), on_sent, receipt("sms", "delivered"))
+    mark = closed(t, 123.0)
+    assert mark.closed and mark.shown is None and mark.seen_at == 123.0
+    assert Track.from_json(mark.to_json()) == mark
