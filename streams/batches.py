@@ -21,6 +21,7 @@ at the schedule's and stagger's pace, and keeps the batch's status and counters.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -134,33 +135,34 @@ async def _count(event: Any) -> None:
 
 
 # The marks are the counters' truth: one row per counted message, written in one go. The
-# sums are kept here, and made again from the marks when a partition comes to this worker.
+# sums are kept here, and made again from the marks every ``RECOUNT_SECONDS`` while a batch
+# is open (and on taking a batch over): a mark recovered late, after a rebalance, is then
+# counted within seconds, never lost to a sum made before it arrived.
 _counts: dict[str, Counter[str]] = {}
-_counted_partitions: set[int] = set()
+_recounted: dict[str, float] = {}  # batch id -> when (monotonic)
+RECOUNT_SECONDS = 5.0
 
 
 def _mark(batch_id: str, partition: int, key: str, adds: dict[str, int]) -> None:
     if marks.get(key) is not None:
         return  # counted already: a repeat, or the same record read again
     marks[key] = adds
-    if partition in _counted_partitions:
-        _counts.setdefault(batch_id, Counter()).update(adds)
+    if batch_id in _counts:
+        _counts[batch_id].update(adds)
 
 
-def _recount(partitions: set[int]) -> None:
-    """The counters of newly owned partitions' batches, from their marks."""
-    batches_here = {
-        batch_id
-        for batch_id, raw in progress_table.items()
-        if Progress.from_json(raw).partition in partitions
-    }
-    fresh: dict[str, Counter[str]] = {b: Counter() for b in batches_here}
-    for key, adds in list(marks.items()):
-        batch_id = key.split("|", 1)[1].rsplit(".", 1)[0]
-        if batch_id in fresh:
-            fresh[batch_id].update(adds)
-    _counts.update(fresh)
-    _counted_partitions.update(partitions)
+def _recount(p: Progress) -> Counter[str]:
+    """The batch's counters from its marks (only released messages have any)."""
+    counts: Counter[str] = Counter()
+    for seq in range(p.released):
+        mid = message_id(p.batch_id, seq)
+        for kind in ("settled", "saved"):
+            adds = marks.get(f"{kind}|{mid}")
+            if adds:
+                counts.update(adds)
+    _counts[p.batch_id] = counts
+    _recounted[p.batch_id] = time.monotonic()
+    return counts
 
 
 @app.timer(interval=0.5)  # type: ignore[untyped-decorator]
@@ -168,13 +170,15 @@ async def release() -> None:
     if not tables_ready():
         return
     owned = owned_partitions("batches")
-    if owned - _counted_partitions:
-        _recount(owned - _counted_partitions)
     now = clock.now().timestamp()
     for batch_id, raw in list(progress_table.items()):
-        p = Progress.from_json(raw).counted(_counts.get(batch_id, {}))
+        p = Progress.from_json(raw)
         if p.partition not in owned:
             continue
+        stale = time.monotonic() - _recounted.get(batch_id, 0.0) > RECOUNT_SECONDS
+        if batch_id not in _counts or (p.finished_at is None and stale):
+            _recount(p)
+        p = p.counted(_counts.get(batch_id, {}))
         upto = min(p.due(now), p.released + RELEASE_CHUNK)
         if upto > p.released:
             p = await _release(p, upto)
@@ -239,6 +243,7 @@ def _forget(p: Progress) -> None:
                 marks.pop(f"{kind}|{message_id(p.batch_id, seq)}", None)
         progress_table.pop(p.batch_id, None)
     _counts.pop(p.batch_id, None)
+    _recounted.pop(p.batch_id, None)
     _dirty.discard(p.batch_id)
 
 
@@ -306,4 +311,4 @@ async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     # The next owner publishes from the recovered table, and counts again from the marks.
     _published.clear()
     _counts.clear()
-    _counted_partitions.clear()
+    _recounted.clear()
