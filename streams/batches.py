@@ -38,26 +38,17 @@ from appfirst.streams.app import (
 )
 from appfirst.streams.io import decode, durable, encode, log, reject, send, short_topic
 from appfirst.streams.topics import batch_status, batches_source, send_requests
-from appfirst.topics.models import BatchEvent, BatchStatus, SendRequest
+from appfirst.topics.models import BATCH_PLAN_FIELDS, BatchEvent, BatchStatus, SendRequest
 
 progress_table = table("batches")
 patients = table("batch-patients", raw_values=True)
-marks = table("batch-marks")  # "settled|<message_id>", "saved|<message_id>" -> 1
+# "settled|<message_id>", "saved|<message_id>" -> the counters it adds
+marks = table("batch-marks")
 
 RELEASE_CHUNK = 2_000  # most patients one tick releases per batch: the timer yields between
 BATCH_KEEP_SECONDS = 8 * 86400
-PLAN_FIELDS = (
-    "ods_code",
-    "organisation_type",
-    "message_type",
-    "body",
-    "patient_list",
-    "contactable",
-    "non_contactable",
-    "without_valid_mobile",
-    "stagger_count",
-    "stagger_every_seconds",
-)
+# The plan as the progress row keeps it (``send_at`` as epoch seconds, set apart).
+PLAN_FIELDS = tuple(f for f in BATCH_PLAN_FIELDS if f != "send_at")
 # Batches whose status changed since it was last published (published once a tick).
 _dirty: set[str] = set()
 

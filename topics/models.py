@@ -291,6 +291,20 @@ NonContactableReason = Literal[
 ]
 BatchState = Literal["scheduled", "sending", "done", "cancelled"]
 
+# Every field a plan record may carry (the required ones are below).
+BATCH_PLAN_FIELDS = (
+    "ods_code",
+    "organisation_type",
+    "message_type",
+    "body",
+    "patient_list",
+    "contactable",
+    "non_contactable",
+    "without_valid_mobile",
+    "send_at",
+    "stagger_count",
+    "stagger_every_seconds",
+)
 _BATCH_FIELDS: dict[str, tuple[str, ...]] = {
     "patient": ("seq", "line", "nhs_number"),
     "non_contactable": ("line", "reason"),
