@@ -26,7 +26,7 @@ from appfirst.processes import kill, spawn, stop
 from appfirst.providers.auth import ensure_sandbox_key
 from appfirst.reader import read_until
 from appfirst.settings import settings_from_env
-from appfirst.topics.models import Event
+from appfirst.topics.models import Eligibility, Event
 
 pytestmark = pytest.mark.integration
 
@@ -164,6 +164,21 @@ class Stack:
             value = JsonCodec(type(event)).encode(event)
             await producer.send(self.settings.topic(topic), value, key=key.encode())
         await producer.flush()
+
+    async def publish_eligibility(self, records: list[Eligibility], timeout: float = 30) -> None:
+        """Publish eligibility records and wait until the workers hold them all: a request
+        routed before its patient's record is in the table goes by SMS (rule 7)."""
+        await self.publish_many([("eligibility", e.nhs_number, e) for e in records])
+        await self.absorbed("eligibility", {e.nhs_number for e in records}, timeout)
+
+    async def absorbed(self, table: str, keys: set[str], timeout: float = 30) -> None:
+        """Wait until the workers' ``table`` has a row for every key. Its changelog is
+        written after the table itself, so a key seen there is in the table."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not keys <= (found := await self.read_raw_changelog(table)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{table}: {len(keys - found)} of {len(keys)} rows missing")
+            await asyncio.sleep(0.1)
 
     async def read_raw(self, topic: str) -> list[bytes]:
         """Every value on a topic as bytes, as written."""

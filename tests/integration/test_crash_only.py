@@ -24,8 +24,7 @@ async def test_a_tracker_failure_is_read_again_not_lost(stack_factory: Any) -> N
     await stack.start_worker()
     await stack.publish("practice-settings", "A00001", practice("A00001"))
     req = request("crash-only-1")
-    await stack.publish("eligibility", req.patient.nhs_number, app_user(req.patient.nhs_number))
-    await stack.read(["eligibility"], lambda rs: len(rs) >= 1)
+    await stack.publish_eligibility([app_user(req.patient.nhs_number)])
     await stack.publish("send-requests", req.message_id, req)
 
     records = await stack.read(

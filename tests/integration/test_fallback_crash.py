@@ -37,10 +37,7 @@ async def _traffic(
     await stack.publish("practice-settings", "APP01", practice("APP01"))
     requests = [request(f"x-{i:05d}", ods_code="APP01") for i in range(MESSAGES)]
     # Eligibility first: a request routed before its patient's record goes by SMS.
-    await stack.publish_many(
-        [("eligibility", r.patient.nhs_number, app_user(r.patient.nhs_number)) for r in requests]
-    )
-    await asyncio.sleep(3)
+    await stack.publish_eligibility([app_user(r.patient.nhs_number) for r in requests])
     if before_requests is not None:
         before_requests()
     read_in_time: set[str] = set()

@@ -24,11 +24,7 @@ BATCH = 30
 
 async def _publish(stack: Any, prefix: str) -> set[str]:
     reqs = [request(f"{prefix}-{i:03d}", ods_code="ROLE1") for i in range(BATCH)]
-    records: list[tuple[str, str, Any]] = [
-        ("eligibility", r.patient.nhs_number, app_user(r.patient.nhs_number)) for r in reqs[::2]
-    ]
-    await stack.publish_many(records)
-    await asyncio.sleep(1)  # eligibility first: those requests go by NHS App
+    await stack.publish_eligibility([app_user(r.patient.nhs_number) for r in reqs[::2]])
     await stack.publish_many([("send-requests", r.message_id, r) for r in reqs])
     return {r.message_id for r in reqs}
 

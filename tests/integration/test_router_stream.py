@@ -77,6 +77,7 @@ async def test_every_reason_through_the_worker(stack_factory: Any) -> None:
     }
     for _, elig in eligibility_cases.values():
         await stack.publish("eligibility", elig.nhs_number, elig, avro=True)
+    await stack.absorbed("eligibility", {e.nhs_number for _, e in eligibility_cases.values()})
     for i, req in enumerate([*cases.values(), *(r for r, _ in eligibility_cases.values())]):
         await stack.publish("send-requests", req.message_id, req, avro=i % 2 == 0)
 

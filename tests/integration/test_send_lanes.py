@@ -40,13 +40,7 @@ async def _traffic(stack: Any, n: int) -> tuple[set[str], set[str]]:
     """``n`` NHS App messages and ``n`` SMS-only ones, interleaved on the same partitions."""
     await stack.publish("practice-settings", "APP01", practice("APP01"))
     app_requests = [request(f"app-{i:03d}", ods_code="APP01") for i in range(n)]
-    await stack.publish_many(
-        [
-            ("eligibility", r.patient.nhs_number, app_user(r.patient.nhs_number))
-            for r in app_requests
-        ]
-    )
-    await stack.read(["eligibility"], lambda rs: len(rs) >= n)
+    await stack.publish_eligibility([app_user(r.patient.nhs_number) for r in app_requests])
     sms_requests = [
         request(f"sms-{i:03d}", ods_code="APP01", message_type="confirmation") for i in range(n)
     ]
@@ -133,10 +127,7 @@ async def test_a_backlog_in_front_of_the_nhs_app_never_sends_the_sms_first(
     await stack.start_worker()
     await stack.publish("practice-settings", "APP01", practice("APP01"))
     requests = [request(f"lag-{i:03d}", ods_code="APP01") for i in range(30)]
-    await stack.publish_many(
-        [("eligibility", r.patient.nhs_number, app_user(r.patient.nhs_number)) for r in requests]
-    )
-    await stack.read(["eligibility"], lambda rs: len(rs) >= len(requests))
+    await stack.publish_eligibility([app_user(r.patient.nhs_number) for r in requests])
     await stack.publish_many([("send-requests", r.message_id, r) for r in requests])
     ids = {r.message_id for r in requests}
 

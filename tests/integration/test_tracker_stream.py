@@ -23,16 +23,15 @@ async def test_fallback_rules(stack_factory: Any) -> None:
     reqs = {
         name: request(name) for name in ("unread", "read", "unnotified", "early-read", "late-read")
     }
-    for req in reqs.values():
-        nhs = req.patient.nhs_number
-        await stack.publish("eligibility", nhs, app_user(nhs))
+    await stack.publish_eligibility([app_user(r.patient.nhs_number) for r in reqs.values()])
     # An early read: the receipt is there before the request is even routed.
     await stack.publish(
         "read-receipts", "early-read", ReadReceipt(message_id="early-read", read_at=now())
     )
     for req in reqs.values():
         await stack.publish("send-requests", req.message_id, req)
-    await stack.read(["dispatches"], lambda rs: len(rs) >= len(reqs))
+    routed = await stack.read(["dispatches"], lambda rs: len(rs) >= len(reqs))
+    assert {e.message_id: e.channel for _, e in routed} == dict.fromkeys(reqs, "nhs_app")
     await stack.publish("read-receipts", "read", ReadReceipt(message_id="read", read_at=now()))
     await stack.publish(
         "delivery-receipts",
