@@ -51,6 +51,7 @@ class TrackState:
     fallback_emitted: bool = False
     fallback_reason: FallbackReason | None = None
     dispatch: dict[str, Any] | None = None  # what the fallback SMS needs
+    ends_at: float | None = None  # wall clock, epoch: when the row may go (None: pending)
 
     def to_json(self) -> dict[str, Any]:
         """The state as JSON values; fields at their default are left out."""
@@ -162,6 +163,17 @@ def owed(state: TrackState) -> tuple[FallbackReason, datetime] | None:
     if state.read_at is not None and state.read_at < deadline:
         return None
     return "unread", deadline
+
+
+def with_end(state: TrackState, now: float, keep_seconds: float) -> TrackState:
+    """The state with its row's end: none while a fallback is owed (pending work), else
+    ``keep_seconds`` after it was first seen owing nothing, so that a repeat of its
+    dispatch within that time (re-read after a crash) finds it settled and owes nothing."""
+    if owed(state) is not None:
+        return state if state.ends_at is None else replace(state, ends_at=None)
+    if state.ends_at is not None:
+        return state
+    return replace(state, ends_at=now + keep_seconds)
 
 
 def due(state: TrackState, now: datetime) -> tuple[FallbackReason, datetime] | None:

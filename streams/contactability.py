@@ -16,6 +16,7 @@ from appfirst.rules.contact import number_fingerprint
 from appfirst.streams.app import agent, app, clock, settings, table
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.io import decode, send, short_topic
+from appfirst.streams.retention import keep_until, retain
 from appfirst.streams.topics import contactability_source, failed_numbers
 from appfirst.topics.catalogue import FAILED_NUMBERS
 from appfirst.topics.models import DeliveryReceipt, Dispatch
@@ -24,8 +25,11 @@ FAILURES = frozenset({"permanent_failure", "temporary_failure"})
 _KEY = settings.number_hash_key.get_secret_value().encode()
 
 # message_id -> {"n": fingerprint of the number its SMS (or fallback SMS) goes to,
-#                "f": time of its failure}
+#                "f": time of its failure, "p": changelog partition, "end": epoch}
+# A row waits APPFIRST_KEEP_SETTLED_SECONDS from its last write (longer than Notify's
+# 72 h of retries, after which no failure receipt comes) for the half it lacks.
 sms_numbers = table("sms-numbers")
+sms_rows = retain("sms-numbers", sms_numbers, "dispatches", lambda row: (row["p"], row["end"]))
 
 
 def _latest(_: str, value: bytes, current: datetime | None) -> datetime | None:
@@ -83,4 +87,6 @@ async def join_failures(stream: Any) -> None:
         if "n" in entry and "f" in entry:
             payload = json.dumps({"failed_at": entry["f"]}).encode()
             await send(failed_numbers, entry["n"].encode(), payload)
+        entry.update(p=event.message.partition, end=keep_until())
         sms_numbers[message_id] = entry
+        sms_rows.note(message_id, entry)

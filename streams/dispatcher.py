@@ -52,10 +52,14 @@ from appfirst.providers.gateway import Gateway
 from appfirst.rules import sending as rules
 from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
 from appfirst.streams.io import decode, durable, encode, log, send_acknowledged, short_topic
+from appfirst.streams.retention import keep_until, retain
 from appfirst.streams.topics import delivery_receipts, dispatcher_source, send_outcomes
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReceiptStatus
 
 ledger = table("sends", worker_group_changelog=True)
+# Each row also holds "p", its changelog partition, and "end": a reference is absorbed for
+# APPFIRST_KEEP_SETTLED_SECONDS after its last write, then forgotten.
+ledger_rows = retain("sends", ledger, "dispatches", lambda row: (row["p"], row["end"]))
 _sender: Gateway | None = None
 # How long a lost partition's sends in flight may take to finish before it goes: one
 # provider timeout, and a little for the ledger's flush.
@@ -188,8 +192,7 @@ class Lanes:
             self.room.release()
 
     def _write(self, item: Item, row: dict[str, Any]) -> None:
-        with acting_for(item.event):
-            ledger[item.out.reference] = row
+        _record(item.event, item.out.reference, row)
 
     async def _send(self, item: Item) -> None:
         out = item.out
@@ -353,6 +356,13 @@ async def dispatch(stream: Any) -> None:
         raise
 
 
+def _record(event: Any, reference: str, row: dict[str, Any]) -> None:
+    row = {**row, "p": event.message.partition, "end": keep_until()}
+    with acting_for(event):
+        ledger[reference] = row
+    ledger_rows.note(reference, row)
+
+
 async def _take(stream: Any, lanes: Lanes | None, event: Any) -> None:
     out, kind, origin = await _outbound_of(event)
     if out is None:
@@ -360,8 +370,7 @@ async def _take(stream: Any, lanes: Lanes | None, event: Any) -> None:
         return
     if lanes is None:  # APPFIRST_PROVIDERS=off: only the ledger
         if ledger.get(out.reference) is None:
-            with acting_for(event):
-                ledger[out.reference] = {"provider_id": None}
+            _record(event, out.reference, {"provider_id": None})
         else:
             telemetry.sends_absorbed.labels(kind).inc()
         await stream.ack(event)

@@ -46,14 +46,19 @@ from appfirst.rules.pilot import (
 from appfirst.rules.stats import Comparison, Practice, compare
 from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
 from appfirst.streams.io import count_in, decode, encode, reject, send, short_topic
+from appfirst.streams.retention import keep_until, retain
 from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics, practice_stats
 from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
 
 ARMS: tuple[Arm, ...] = ("treatment", "control")
 ALL = "all"  # the message type that stands for every type
 
-# message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t}
+# message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t,
+#                "p": changelog partition, "end": epoch}
 message_table = table("metric-messages")
+message_rows = retain(
+    "metric-messages", message_table, "dispatches", lambda row: (row["p"], row["end"])
+)
 # arm|type|ods -> {"partition": p, "stats": ArmStats JSON,
 #   "days": {London date of dispatch: [sent, read, fallbacks, responded]}} (the trend)
 stats_table = table("arm-stats")
@@ -120,7 +125,15 @@ async def join_facts(stream: Any) -> None:
         for fact in facts:
             await _emit(fact)
         if facts or kind != "sent":
+            now = clock.now().timestamp()
+            keep = keep_until(now)
+            if state.get("d") is not None:
+                # Past the 7 days in which a response counts, so that a late or repeated
+                # one is told apart (and refused) rather than taken for a first.
+                keep = max(keep, now + settings.keep_sent_metrics_seconds)
+            state.update(p=event.message.partition, end=keep)
             message_table[message_id] = state
+            message_rows.note(message_id, state)
 
 
 @agent(metric_facts)

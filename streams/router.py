@@ -19,6 +19,7 @@ from appfirst.streams.app import acting_for, agent, app, clock, current, deadlin
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.contactability import failed_numbers_cache, failed_recently
 from appfirst.streams.io import count_in, decode, durable, encode, log, reject, send
+from appfirst.streams.retention import keep_until, retain
 from appfirst.streams.topics import (
     dispatches,
     eligibility,
@@ -26,6 +27,7 @@ from appfirst.streams.topics import (
     router_by_patient,
     send_requests,
 )
+from appfirst.topics.catalogue import ROUTER_BY_PATIENT
 from appfirst.topics.models import Dispatch, Eligibility, PracticeSettings, SendRequest
 
 # Latest eligibility per NHS number (co-partitioned with router_by_patient).
@@ -51,8 +53,10 @@ async def follow_practice_settings() -> None:
     await practice_cache.run()
 
 
-# The decision taken per message_id, and the source offset that took it.
+# message_id -> [[partition, offset] of the request that decided, dispatch JSON, end]:
+# kept APPFIRST_KEEP_SETTLED_SECONDS, to absorb a request re-read or re-sent in that time.
 routed_table = table("routed")
+routed_rows = retain("routed", routed_table, ROUTER_BY_PATIENT, lambda row: (row[0][0], row[2]))
 
 
 @agent(send_requests)
@@ -134,7 +138,9 @@ async def _decide(event: Any) -> tuple[Dispatch | None, bool]:
         deadlines=deadlines,
         failed_recently=failed_recently,
     )
-    routed_table[request.message_id] = [here, dispatch.model_dump_json()]
+    row = [here, dispatch.model_dump_json(), keep_until()]
+    routed_table[request.message_id] = row
+    routed_rows.note(request.message_id, row)
     telemetry.dispatches.labels(dispatch.channel, dispatch.reason).inc()
     return dispatch, True
 

@@ -38,13 +38,22 @@ from appfirst.streams.app import (
     tables_ready,
 )
 from appfirst.streams.io import count_in, decode, encode, log, reject, send, short_topic
+from appfirst.streams.retention import retain
 from appfirst.streams.topics import fallbacks, tracker_source
 from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, FallbackReason, ReadReceipt
 
-# Values are TrackState.encode() bytes: JSON, as the table held before, so a changelog
-# written by an earlier version recovers unchanged.
+# Values are TrackState.encode() bytes (compact JSON). A row owed a fallback is pending
+# work; one owed nothing ends APPFIRST_KEEP_SETTLED_SECONDS later (streams/retention.py).
 deadline_table = table("deadlines", raw_values=True)
+
+
+def _end_of(raw: bytes) -> tuple[int, float | None]:
+    state = rules.TrackState.decode(raw)
+    return state.partition, state.ends_at
+
+
+deadline_rows = retain("deadlines", deadline_table, "dispatches", _end_of)
 REPLAY = settings.clock == "replay"
 # With live sends the deadline starts when the NHS App accepts the message (send-outcomes),
 # or at the latest this long after dispatch.
@@ -125,10 +134,13 @@ async def track(stream: Any) -> None:
         fault_point("track")  # tests: an unexpected error mid-event (crash-only)
         if applied is not None:
             old, new, at = applied
+            new = rules.with_end(new, clock.now().timestamp(), settings.keep_settled_seconds)
             if topic in INPUTS:
                 _watermarks[key] = max(_watermarks.get(key, -math.inf), at)
             if new != old or deadline_table.get(new.message_id) is None:
-                deadline_table[new.message_id] = new.encode()
+                raw = new.encode()
+                deadline_table[new.message_id] = raw
+                deadline_rows.note(new.message_id, raw)
             index.update(new.partition, new.message_id, _due_ts(new))
         if REPLAY and _owns(message.partition):
             # Event time, and only as far as every input has been read: the same fallbacks

@@ -65,6 +65,23 @@ class Settings(BaseSettings):
     commit_interval_seconds: float = Field(
         default=2.8, gt=0, description="how often processed offsets are committed (Faust's)"
     )
+    keep_settled_seconds: float = Field(
+        default=4 * 86400,
+        gt=0,
+        description="how long a settled per-message row (routing decision, send, deadline, "
+        "number) is kept to absorb a repeat: longer than the 24 h batch deadline and "
+        "Notify's 72 h of delivery retries",
+    )
+    keep_sent_metrics_seconds: float = Field(
+        default=8 * 86400,
+        gt=0,
+        description="how long a sent message's metric row is kept: a response counts up to "
+        "7 days after sending, and one later than this is refused without being recognised "
+        "as late",
+    )
+    retention_interval_seconds: float = Field(
+        default=30.0, gt=0, description="how often rows past their end are deleted"
+    )
     metric_trend_days: int = Field(
         default=56, ge=1, description="days of daily trend kept (windows expire after)"
     )

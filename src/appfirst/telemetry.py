@@ -50,6 +50,19 @@ pending_deadlines = Gauge(
     "NHS App messages waiting on their fallback deadline",
     registry=registry,
 )
+table_rows = Gauge(
+    "appfirst_table_rows",
+    "Rows held in this worker's copy of a per-message table (pending work plus the "
+    "settled rows of the keep window)",
+    ["table"],
+    registry=registry,
+)
+rows_deleted = Counter(
+    "appfirst_rows_deleted_total",
+    "Per-message rows deleted once past their end",
+    ["table"],
+    registry=registry,
+)
 fallback_lateness = Histogram(
     "appfirst_fallback_lateness_seconds",
     "Fallback emitted minus due",

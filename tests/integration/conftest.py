@@ -217,8 +217,9 @@ class Stack:
             found[key] = min(at, found.get(key, at))
         return found
 
-    async def read_raw_changelog(self, table: str) -> set[str]:
-        """The keys written to a table's changelog (JSON strings)."""
+    async def read_raw_changelog(self, table: str, *, live: bool = False) -> set[str]:
+        """The keys written to a table's changelog (JSON strings); with ``live``, only
+        those whose last record is not a tombstone (the rows a recovery would hold)."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None)
         await consumer.start()
         try:
@@ -231,13 +232,13 @@ class Stack:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            keys: set[str] = set()
+            keys: dict[str, bool] = {}
             while True:
                 positions = [await consumer.position(tp) for tp in tps]
                 if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
-                    return keys
+                    return {k for k, alive in keys.items() if alive or not live}
                 for records in (await consumer.getmany(timeout_ms=500)).values():
-                    keys |= {json.loads(r.key) for r in records if r.key}
+                    keys |= {json.loads(r.key): r.value is not None for r in records if r.key}
         finally:
             await consumer.stop()
 

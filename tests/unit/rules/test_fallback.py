@@ -23,6 +23,7 @@ from appfirst.rules.fallback import (
     on_read,
     owed,
     pending,
+    with_end,
 )
 from appfirst.rules.routing import Deadlines
 from appfirst.topics.models import DeliveryReceipt, Dispatch
@@ -581,3 +582,35 @@ def test_owed_with_one_failure_is_independent_of_arrival_order(
     reference = reduce(_apply, events, fresh())
     shuffled = data.draw(st.permutations(events))
     assert owed(reduce(_apply, shuffled, fresh())) == owed(reference)
+
+
+KEEP = 100.0
+
+
+def test_a_row_owed_a_fallback_has_no_end() -> None:
+    assert with_end(dispatched(), 0.0, KEEP).ends_at is None
+
+
+def test_a_settled_row_ends_the_keep_window_after_it_settled() -> None:
+    read = with_end(on_read(dispatched(), at(10)), 50.0, KEEP)
+    assert read.ends_at == 150.0
+    # A later receipt of a settled message does not move its end.
+    later = with_end(on_delivery(read, receipt("delivered", at(5))), 90.0, KEEP)
+    assert later.ends_at == 150.0
+    emitted = with_end(on_fallback_emitted(dispatched(), "unread"), 7.0, KEEP)
+    assert emitted.ends_at == 107.0
+
+
+def test_a_row_owed_again_loses_its_end() -> None:
+    """A failure receipt that came first: nothing owed until its dispatch is read, which
+    makes the fallback owed, so the row is pending again."""
+    early = with_end(on_delivery(fresh(), receipt("unnotified", at(1))), 0.0, KEEP)
+    assert early.ends_at == KEEP
+    owing = with_end(on_dispatch(early, make_dispatch(), D), 5.0, KEEP)
+    assert owed(owing) == ("unnotified", at(1))
+    assert owing.ends_at is None
+
+
+def test_the_end_survives_the_tables_encoding() -> None:
+    state = with_end(on_read(dispatched(), at(10)), 50.0, KEEP)
+    assert TrackState.decode(state.encode()) == state

@@ -1,0 +1,88 @@
+"""Every per-message row has an end: once messages settle, the tables shrink back to what
+is still pending, on the worker and in the changelogs a recovery would read."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from appfirst.topics.models import DeliveryReceipt, ReadReceipt
+
+from .factories import app_user, now, practice, request
+
+pytestmark = pytest.mark.integration
+
+KEEP = 3.0
+TABLES = ("routed", "sends", "deadlines", "sms-numbers", "metric-messages")
+
+
+async def _table_rows(port: int) -> dict[str, float]:
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    return {
+        m[1]: float(m[2])
+        for m in re.finditer(r'^appfirst_table_rows\{table="([^"]+)"\} (\S+)$', text, re.M)
+    }
+
+
+async def test_settled_rows_go_and_pending_ones_stay(stack_factory: Any) -> None:
+    stack = stack_factory(
+        APPFIRST_FALLBACK_INDIVIDUAL_SECONDS="2",
+        APPFIRST_KEEP_SETTLED_SECONDS=str(KEEP),
+        APPFIRST_KEEP_SENT_METRICS_SECONDS=str(KEEP),
+        APPFIRST_RETENTION_INTERVAL_SECONDS="0.5",
+    )
+    await stack.publish("practice-settings", "A00001", practice("A00001"))
+    _, port = await stack.start_worker()
+    app = [request(f"app-{i:03d}") for i in range(100)]
+    sms = [request(f"sms-{i:03d}") for i in range(100)]
+    # Batch messages by the NHS App: a 24 h deadline, so still pending at the end.
+    held = [request(f"held-{i:02d}", origin="batch", batch_id="b1") for i in range(20)]
+    await stack.publish_eligibility([app_user(r.patient.nhs_number) for r in app + held])
+    await stack.publish_many([("send-requests", r.message_id, r) for r in app + sms + held])
+    await stack.read(["dispatches"], lambda rs: len(rs) >= 220, timeout=60)
+    receipts: list[tuple[str, str, Any]] = []
+    for r in app[::2]:  # read in time: no fallback
+        receipts.append(
+            ("read-receipts", r.message_id, ReadReceipt(message_id=r.message_id, read_at=now()))
+        )
+    for r in sms[::4]:  # SMS failures: joined to their number in sms-numbers
+        receipt = DeliveryReceipt(
+            message_id=r.message_id,
+            channel="sms",
+            status="permanent_failure",
+            occurred_at=now(),
+        )
+        receipts.append(("delivery-receipts", r.message_id, receipt))
+    await stack.publish_many(receipts)
+    await stack.read(["fallbacks"], lambda rs: len(rs) >= 50, timeout=60)
+
+    written = {t: await stack.read_raw_changelog(t) for t in TABLES}
+    assert {r.message_id for r in app + sms + held} <= written["routed"]
+    assert {r.message_id for r in app + held} <= written["deadlines"]
+
+    # Settled rows go once KEEP has passed; only the held messages' pending deadlines stay
+    # (their routing decisions, sends and metric rows are settled too, and go).
+    pending = {r.message_id for r in held}
+    deadline = time.monotonic() + 60
+    while True:
+        live = {t: await stack.read_raw_changelog(t, live=True) for t in TABLES}
+        rows = await _table_rows(port)
+        settled = not any(live[t] for t in TABLES if t != "deadlines")
+        if settled and live["deadlines"] == pending and rows.get("deadlines") == len(pending):
+            break
+        assert time.monotonic() < deadline, {t: len(v) for t, v in live.items()}
+        await asyncio.sleep(0.5)
+    assert {t: rows[t] for t in TABLES} == {t: 0 for t in TABLES} | {"deadlines": 20}
+
+    # A restarted worker recovers only what is pending, and the held messages still get
+    # their fallback in time: retention deleted nothing a deadline needs.
+    await stack.restart_worker(0)
+    assert (await _table_rows(stack.workers[0][1])).get("deadlines") in (None, 20.0)
+    fallbacks = await stack.read(["fallbacks"], lambda rs: False, timeout=2)
+    assert not {e.message_id for _, e in fallbacks} & pending, "no early fallback"
