@@ -41,7 +41,10 @@ class Retained:
 
     def note(self, key: str, row: Any) -> None:
         """After a write of ``row`` under ``key``: index when it ends."""
-        partition, end = self.end_of(row)
+        self.mark(key, *self.end_of(row))
+
+    def mark(self, key: str, partition: int, end: float | None) -> None:
+        """``note`` for a writer that already knows the row's partition and end."""
         self.index.update(partition, key, end)
 
     def _sync(self, owned: set[int]) -> set[int]:

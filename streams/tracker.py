@@ -138,9 +138,8 @@ async def track(stream: Any) -> None:
             if topic in INPUTS:
                 _watermarks[key] = max(_watermarks.get(key, -math.inf), at)
             if new != old or deadline_table.get(new.message_id) is None:
-                raw = new.encode()
-                deadline_table[new.message_id] = raw
-                deadline_rows.note(new.message_id, raw)
+                deadline_table[new.message_id] = new.encode()
+                deadline_rows.mark(new.message_id, new.partition, new.ends_at)
             index.update(new.partition, new.message_id, _due_ts(new))
         if REPLAY and _owns(message.partition):
             # Event time, and only as far as every input has been read: the same fallbacks

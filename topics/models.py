@@ -305,19 +305,11 @@ BATCH_PLAN_FIELDS = (
     "stagger_count",
     "stagger_every_seconds",
 )
+_BATCH_PLAN_OPTIONAL = ("organisation_type", "stagger_count", "stagger_every_seconds")
 _BATCH_FIELDS: dict[str, tuple[str, ...]] = {
     "patient": ("seq", "line", "nhs_number"),
     "non_contactable": ("line", "reason"),
-    "plan": (
-        "ods_code",
-        "message_type",
-        "body",
-        "patient_list",
-        "contactable",
-        "non_contactable",
-        "without_valid_mobile",
-        "send_at",
-    ),
+    "plan": tuple(f for f in BATCH_PLAN_FIELDS if f not in _BATCH_PLAN_OPTIONAL),
     "cancel": (),
     "revoke_links": (),
     "saved": ("message_id",),
