@@ -132,6 +132,20 @@ def expected_app(sc: Scenario, message_type: str, h: float, deadline: float = DE
     )
 
 
+def expected_response(
+    sc: Scenario, message_type: str, channel: str, h: float, deadline: float = DEADLINE
+) -> float:
+    """P(answered by h) for one message sent by ``channel``, its clock starting when the
+    patient could first see it (as the pipeline counts): 0 for a type that takes no answer
+    and for email (the simulator's patients answer texts and the NHS App); an NHS App
+    message with its fallback SMS at ``deadline``."""
+    if sc.responsiveness(message_type) is None or channel not in ("nhs_app", "sms"):
+        return 0.0
+    if channel == "nhs_app":
+        return expected_app(sc, message_type, h, deadline)
+    return expected_text(sc, message_type, h)
+
+
 def expected_effect(sc: Scenario, message_type: str, h: float) -> float:
     """Treatment rate / control rate - 1 at horizon h."""
     g = app_route_share(sc)

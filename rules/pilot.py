@@ -200,28 +200,42 @@ def refused_response(state: dict[str, Any], at: float) -> str | None:
     return None
 
 
+Observation = Literal["sent", "seen", "read", "fallback", "responded"]
+
+
 def message_facts(
-    state: dict[str, Any], kind: FactKind, at: float, sent_as: tuple[str, ...] | None = None
+    state: dict[str, Any], kind: Observation, at: float, sent_as: tuple[str, ...] | None = None
 ) -> list[Fact]:
     """Update one message's record (in place) with an observation; return the new facts.
 
     ``sent_as`` is (arm, message_type, ods_code) for a dispatch. ``state`` holds
-    ``"d": [arm, message_type, dispatched_at, ods_code]`` once the dispatch is seen and
-    the time of the first read, fallback and response. Each fact is produced once, whatever
-    the order and however often the observations arrive.
+    ``"d": [arm, message_type, dispatched_at, ods_code]`` once the dispatch is seen,
+    ``"v"``: when the patient could first see the message (its provider accepted it,
+    ``seen``), and the time of the first read, fallback and response. Each fact is produced
+    once, whatever the order and however often the observations arrive.
+
+    A fact's delay counts from ``v`` when it is known, else from the dispatch: a send
+    backlog between routing and the provider is then not taken for a slow patient. A fact
+    made before its ``seen`` arrived keeps its delay from the dispatch, which is never
+    shorter: a rate is never overstated. Facts are bucketed by dispatch time, as before.
     """
+    if kind == "seen":
+        if state.get("v") is None or at < state["v"]:
+            state["v"] = at
+        return []
     if kind == "sent":
         if state.get("d") is not None or sent_as is None:
             return []
         arm, message_type = sent_as[0], sent_as[1]
         ods = sent_as[2] if len(sent_as) > 2 else "-"
         state["d"] = [arm, message_type, at, ods]
+        start = _start(state)
         facts = [Fact("sent", arm, message_type, at, 0.0, ods)]
         for early in COUNTED:  # observations that came before their dispatch count now
             if early in state:
                 if early == "responded" and state[early] - at > RESPONSE_WINDOW_SECONDS:
                     continue  # read before its dispatch, but late all the same: not counted
-                facts.append(Fact(early, arm, message_type, at, state[early] - at, ods))
+                facts.append(Fact(early, arm, message_type, at, _delay(state[early], start), ods))
         return facts
     if kind in state:
         return []  # the first read, fallback or response is the one that counts
@@ -231,7 +245,19 @@ def message_facts(
     arm, message_type, sent_at, *rest = state["d"]  # records before practices were kept: 3
     if kind == "responded" and at - sent_at > RESPONSE_WINDOW_SECONDS:
         return []  # late: never counted (the agent sends it to dead-letter)
-    return [Fact(kind, arm, message_type, sent_at, at - sent_at, rest[0] if rest else "-")]
+    ods = rest[0] if rest else "-"
+    return [Fact(kind, arm, message_type, sent_at, _delay(at, _start(state)), ods)]
+
+
+def _start(state: dict[str, Any]) -> float:
+    """Where a message's clock starts: when it could first be seen, never before dispatch."""
+    sent_at = float(state["d"][2])
+    seen = state.get("v")
+    return sent_at if seen is None else max(sent_at, float(seen))
+
+
+def _delay(at: float, start: float) -> float:
+    return max(0.0, at - start)  # hosts' clocks differ a little: never a negative delay
 
 
 def sum_types(by_type: dict[str, Any]) -> dict[str, Any]:

@@ -17,17 +17,12 @@ import faust
 from faust.streams import _current_event
 
 from appfirst.clock import Clock, WallClock
-from appfirst.rules.routing import Deadlines
 from appfirst.settings import get_settings
 from appfirst.streams.rewind import AckedStream, RewindingTransport
 
 settings = get_settings()
 clock: Clock = WallClock()
-deadlines = Deadlines(
-    individual=settings.fallback_individual_seconds,
-    bp_monitoring=settings.fallback_bp_monitoring_seconds,
-    batch=settings.fallback_batch_seconds,
-)
+deadlines = settings.deadlines()
 
 # The dispatcher role is its own consumer group: a process that only sends shares no
 # partitions with the stream workers and can be scaled on its own.

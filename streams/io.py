@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cache, partial
 from typing import Any, TypeVar, cast
 
@@ -54,6 +57,38 @@ async def decode(event: Any, model: type[E], agent: str) -> E | None:
         return None
     count_in(event)
     return cast(E, decoded)
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """A record of ``send-outcomes`` (internal JSON, see the AsyncAPI document): when a
+    provider accepted a message's own send, or when it was recorded unconfirmed."""
+
+    message_id: str
+    outcome: str  # accepted | unconfirmed
+    at: datetime
+    channel: str | None
+
+
+async def decode_outcome(event: Any, agent: str) -> SendOutcome | None:
+    """The event's value as a ``SendOutcome``, or None after sending it to ``dead-letter``.
+    One reader for every agent of ``send-outcomes``, so they agree on what is malformed."""
+    message = event.message
+    try:
+        if not message.key:
+            raise ValueError("no key")
+        value = json.loads(message.value)
+        if value.get("outcome") not in ("accepted", "unconfirmed"):
+            raise ValueError(f"unknown outcome {value.get('outcome')!r}")
+        at = datetime.fromisoformat(value["at"])
+        if at.tzinfo is None:
+            raise ValueError("a time without its zone")
+        outcome = SendOutcome(message.key.decode(), value["outcome"], at, value.get("channel"))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        await reject(message, f"not a send outcome: {exc}", agent)
+        return None
+    count_in(event)
+    return outcome
 
 
 def count_in(event: Any) -> None:

@@ -32,7 +32,7 @@ from appfirst.rules.pilot import (
     ArmStats,
     Counts,
     Fact,
-    FactKind,
+    Observation,
     add_days,
     count_day,
     epoch,
@@ -45,9 +45,18 @@ from appfirst.rules.pilot import (
 )
 from appfirst.rules.stats import Comparison, Practice, compare
 from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
-from appfirst.streams.io import count_in, decode, encode, reject, send, short_topic
+from appfirst.streams.io import (
+    count_in,
+    decode,
+    decode_outcome,
+    encode,
+    reject,
+    send,
+    short_topic,
+)
 from appfirst.streams.retention import keep_until, retain
 from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics, practice_stats
+from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
 
 ARMS: tuple[Arm, ...] = ("treatment", "control")
@@ -88,9 +97,12 @@ async def _emit(fact: Fact) -> None:
     await send(metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp)
 
 
-async def _observe(event: Any) -> tuple[str, FactKind, float, tuple[str, ...] | None] | None:
+async def _observe(event: Any) -> tuple[str, Observation, float, tuple[str, ...] | None] | None:
     """(message_id, kind, when, (arm, type, ods) for a dispatch) or None to skip."""
     topic = short_topic(event.message.topic)
+    if topic == SEND_OUTCOMES:
+        outcome = await decode_outcome(event, "metrics")
+        return None if outcome is None else (outcome.message_id, "seen", epoch(outcome.at), None)
     if topic == "dispatches":
         d = await decode(event, Dispatch, "metrics")
         # The pilot counts messages that were sent, by practices in an arm.
@@ -115,13 +127,18 @@ async def join_facts(stream: Any) -> None:
         if seen is None:
             continue
         message_id, kind, at, sent_as = seen
-        state = dict(message_table.get(message_id) or {})
+        stored = message_table.get(message_id)
+        state = dict(stored or {})
+        if kind == "seen":
+            message_facts(state, kind, at)
+            if stored is not None and state.get("v") == stored.get("v"):
+                continue  # an outcome read again: nothing to write
         if kind == "responded":
             refused = refused_response(state, at)
             if refused is not None:
                 await reject(event.message, refused, "metrics")  # never counted
                 continue
-        facts = message_facts(state, kind, at, sent_as)
+        facts = [] if kind == "seen" else message_facts(state, kind, at, sent_as)
         for fact in facts:
             await _emit(fact)
         if facts or kind != "sent":

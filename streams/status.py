@@ -24,7 +24,14 @@ from appfirst.streams.app import (
     owned_partitions,
     table,
 )
-from appfirst.streams.io import count_in, decode, durable, encode, reject, send, short_topic
+from appfirst.streams.io import (
+    decode,
+    decode_outcome,
+    durable,
+    encode,
+    send,
+    short_topic,
+)
 from appfirst.streams.topics import batch_progress, message_status, status_source
 from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import DeliveryReceipt, Dispatch, MessageStatus, ReadReceipt
@@ -82,14 +89,8 @@ async def _fact(event: Any) -> tuple[str, Any] | None:
             return None
         return d.message_id, lambda t: rules.on_dispatch(t, d.channel, d.reason, d.batch_id)
     if topic == SEND_OUTCOMES:
-        try:
-            mid = event.message.key.decode()
-            json.loads(event.message.value)["outcome"]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            await reject(event.message, f"not a send outcome: {exc}", "status")
-            return None
-        count_in(event)
-        return mid, rules.on_sent
+        outcome = await decode_outcome(event, "status")
+        return None if outcome is None else (outcome.message_id, rules.on_sent)
     if topic == "delivery-receipts":
         r = await decode(event, DeliveryReceipt, "status")
         if r is None:

@@ -49,7 +49,7 @@ batch_progress = _topic(BATCH_PROGRESS)
 tracker_source = _topic(
     "dispatches", "delivery-receipts", "read-receipts", "fallbacks", SEND_OUTCOMES
 )
-metrics_source = _topic("dispatches", "read-receipts", "fallbacks", "responses")
+metrics_source = _topic("dispatches", SEND_OUTCOMES, "read-receipts", "fallbacks", "responses")
 dispatcher_source = _topic("dispatches", "fallbacks")
 contactability_source = _topic("dispatches", "delivery-receipts")
 batches_source = _topic("batches", BATCH_PROGRESS)

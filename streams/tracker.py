@@ -13,7 +13,6 @@ gives the same fallbacks, byte for byte.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from datetime import UTC, datetime
@@ -37,7 +36,14 @@ from appfirst.streams.app import (
     table,
     tables_ready,
 )
-from appfirst.streams.io import count_in, decode, encode, log, reject, send, short_topic
+from appfirst.streams.io import (
+    decode,
+    decode_outcome,
+    encode,
+    log,
+    send,
+    short_topic,
+)
 from appfirst.streams.retention import retain
 from appfirst.streams.topics import fallbacks, tracker_source
 from appfirst.topics.catalogue import SEND_OUTCOMES
@@ -149,24 +155,9 @@ async def track(stream: Any) -> None:
 
 
 async def _accepted_at(event: Any) -> datetime | None:
-    """The time of a send outcome (internal JSON, see the AsyncAPI document), or None
-    after sending a malformed record to ``dead-letter``."""
-    message = event.message
-    try:
-        if not message.key:
-            raise ValueError("no key")
-        message.key.decode()
-        value = json.loads(message.value)
-        if value.get("outcome") not in ("accepted", "unconfirmed"):
-            raise ValueError(f"unknown outcome {value.get('outcome')!r}")
-        at = datetime.fromisoformat(value["at"])
-        if at.tzinfo is None:
-            raise ValueError("a time without its zone")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        await reject(message, f"not a send outcome: {exc}", "tracker")
-        return None
-    count_in(event)
-    return at if value.get("channel") == "nhs_app" else None
+    """When the NHS App accepted the message, or None (another channel, or malformed)."""
+    outcome = await decode_outcome(event, "tracker")
+    return outcome.at if outcome is not None and outcome.channel == "nhs_app" else None
 
 
 def _owned_partitions() -> set[int]:

@@ -117,7 +117,7 @@ WORKER: dict[str, WorkerUse] = {
         receives=("metrics (collect)",), sends=("metrics (practice snapshots)",)
     ),
     BATCH_PROGRESS: WorkerUse(receives=("batches (collect)",), sends=("status",)),
-    SEND_OUTCOMES: WorkerUse(receives=("tracker", "status"), sends=("dispatcher",)),
+    SEND_OUTCOMES: WorkerUse(receives=("tracker", "status", "metrics"), sends=("dispatcher",)),
     FAILED_NUMBERS: WorkerUse(
         broadcast=("router (the likely-to-fail check)",), sends=("contactability",)
     ),
@@ -252,7 +252,8 @@ _INTERNAL: dict[str, _Internal] = {
         "When the provider accepted each message's own send (or it was recorded "
         "unconfirmed), written by the dispatcher before it records the send. An NHS App "
         "message's fallback deadline starts there, so a backlog in front of the NHS App "
-        "never sends the SMS first; the message status says `sent` from it.",
+        "never sends the SMS first; the message status says `sent` from it; the pilot's "
+        "metrics time reads and responses from it (when the patient could first see it).",
         "SendOutcome",
         "SendOutcome",
         {"type": "string", "description": "The message's `message_id`, UTF-8."},

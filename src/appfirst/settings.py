@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from appfirst.rules.routing import Deadlines
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APPFIRST_", frozen=True, extra="ignore")
@@ -224,6 +226,14 @@ class Settings(BaseSettings):
             "notify": self.notify_callback_token or self.callback_token,
             "responses": self.callback_token,
         }
+
+    def deadlines(self) -> Deadlines:
+        """The fallback deadlines, by origin and message type."""
+        return Deadlines(
+            individual=self.fallback_individual_seconds,
+            bp_monitoring=self.fallback_bp_monitoring_seconds,
+            batch=self.fallback_batch_seconds,
+        )
 
     def topic(self, name: str) -> str:
         """Full topic name for a contract topic name such as ``send-requests``."""

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from appfirst.broker import EmbeddedBroker, free_port
 from appfirst.demo.batch import final_status, run_batch
-from appfirst.demo.summary import Tally
+from appfirst.demo.summary import Tally, expected_rate
 from appfirst.demo.summary import render as summary
 from appfirst.demo.traffic import Pilot
 from appfirst.jobs.eligibility_sync import sync
@@ -106,16 +106,14 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
     web_port, sim_port = free_port(), free_port()
     scenario = workdir / "scenario.json"
     # Patients behave as in the published pilot (providers/published_pilot.py).
-    scenario.write_text(
-        published_scenario(
-            seed=seed,
-            time_scale=TIME_SCALE,
-            nhs_app_rate_per_second=DEMO_NHS_APP_RATE,
-            notify_rate_per_minute=DEMO_NOTIFY_RATE,
-            callback_loss_share=0.02,
-        ).model_dump_json(),
-        encoding="utf-8",
+    scenario_model = published_scenario(
+        seed=seed,
+        time_scale=TIME_SCALE,
+        nhs_app_rate_per_second=DEMO_NHS_APP_RATE,
+        notify_rate_per_minute=DEMO_NOTIFY_RATE,
+        callback_loss_share=0.02,
     )
+    scenario.write_text(scenario_model.model_dump_json(), encoding="utf-8")
     procs: list[subprocess.Popen[bytes]] = []
     with EmbeddedBroker() as broker:
         env = demo_env(broker.url, web_port, sim_port, str(workdir / "data"))
@@ -170,7 +168,14 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
             )
             async with httpx.AsyncClient(timeout=5) as client:
                 sends = (await client.get(f"http://127.0.0.1:{sim_port}/_sim/sends")).json()
-            console.print(summary(tally, sends, HORIZONS, TIME_SCALE))
+            expected = {
+                (arm, h): expected_rate(
+                    tally, scenario_model, settings.deadlines(), arm, h, TIME_SCALE
+                )
+                for arm in ("treatment", "control")
+                for h in HORIZONS
+            }
+            console.print(summary(tally, sends, HORIZONS, TIME_SCALE, expected))
             console.print(f"pilot report: {report} (times in simulated hours)")
             ok = tally.both_arms() and tally.all_channels() and tally.fallbacks_total() > 0
             ok = ok and batch_state in ("sending", "done")
@@ -238,8 +243,11 @@ async def _drive(
                     note=f"fallbacks {tally.fallbacks_total()}",
                 )
             await producer.flush()
+            # At least ``drain`` seconds, and on until the worker has decided every request
+            # (at most ``drain`` more): figures read from a worker still behind would count
+            # messages whose answers it has not read yet.
             end = loop.time() + drain
-            while loop.time() < end:
+            while loop.time() < end or (tally.decided() < messages and loop.time() < end + drain):
                 await _follow(reader, tally, 1.0)
                 progress.update(
                     routed,

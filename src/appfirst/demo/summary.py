@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
+from appfirst.providers.published_pilot import expected_response
+from appfirst.providers.scenario import Scenario
+from appfirst.rules.routing import Deadlines
 from appfirst.topics.models import Dispatch, Event, Fallback, PilotMetric
 
 
@@ -19,6 +23,7 @@ class Tally:
     fallback_records: int = 0
     metrics: dict[str, PilotMetric] = field(default_factory=dict)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    refused_requests: int = 0  # send requests dead-lettered (not the extra malformed records)
 
     def add(self, topic: str, event: Event) -> None:
         if isinstance(event, Dispatch):
@@ -30,6 +35,15 @@ class Tally:
             self.metrics[event.key] = event
         else:
             self.dead_letters[getattr(event, "reason", "?")[:60]] += 1
+            key = getattr(event, "key", None) or ""
+            if getattr(event, "source_topic", "").endswith("send-requests") and not key.startswith(
+                "bad-"
+            ):
+                self.refused_requests += 1
+
+    def decided(self) -> int:
+        """Send requests the worker has decided: dispatched or refused."""
+        return len(self.dispatches) + self.refused_requests
 
     def dispatch_count(self) -> int:
         return len(self.dispatches)
@@ -44,9 +58,72 @@ class Tally:
     def all_channels(self) -> bool:
         return {"nhs_app", "sms", "email"} <= {d.channel for d in self.dispatches.values()}
 
+    def rate(self, arm: str, h: int) -> PilotMetric | None:
+        m = self.metrics.get(f"arm_rate|{arm}|all|{h}")
+        return m if m is not None and m.sent else None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the scenario implies for one arm's published rate: the mean of each counted
+    message's chance of an answer within the horizon, given its type, channel and
+    fallback deadline (``providers/published_pilot.expected_response``)."""
+
+    rate: float
+    messages: int
+
+    def tolerance(self) -> float:
+        """Three standard errors of a rate over this many messages, and half a point for
+        what the expectation leaves out (fallbacks with no usable mobile, a callback lost,
+        the metrics' one-second buckets)."""
+        p = min(max(self.rate, 0.01), 0.99)
+        return 3 * math.sqrt(p * (1 - p) / max(self.messages, 1)) + 0.005
+
+    def agrees(self, observed: float) -> bool:
+        return abs(observed - self.rate) <= self.tolerance()
+
+
+def expected_rate(
+    tally: Tally,
+    scenario: Scenario,
+    deadlines: Deadlines,
+    arm: str,
+    h: int,
+    time_scale: float,
+) -> Expectation | None:
+    """The scenario's expectation for ``arm_rate|arm|all|h`` as the worker last published
+    it: over the messages it counted (sent by a practice of the arm, matured by then).
+    Times in the demo's real seconds; the scenario's in simulated seconds."""
+    m = tally.rate(arm, h)
+    if m is None:
+        return None
+    published = m.updated_at.timestamp()
+    counted = [
+        d
+        for d in tally.dispatches.values()
+        if d.arm == arm and d.channel != "none" and d.dispatched_at.timestamp() + h < published
+    ]
+    if not counted:
+        return None
+    total = sum(
+        expected_response(
+            scenario,
+            d.message_type,
+            d.channel,
+            h * time_scale,
+            deadlines.for_message(d.origin, d.message_type) * time_scale,
+        )
+        for d in counted
+    )
+    return Expectation(total / len(counted), len(counted))
+
 
 def render(
-    tally: Tally, sends: dict[str, Any], horizons: tuple[int, ...], time_scale: float
+    tally: Tally,
+    sends: dict[str, Any],
+    horizons: tuple[int, ...],
+    time_scale: float,
+    expected: dict[tuple[str, int], Expectation | None] | None = None,
 ) -> Group:
     by_reason = Table(title="Messages by channel and reason", title_justify="left")
     by_reason.add_column("channel")
@@ -74,11 +151,17 @@ def render(
     for arm in ("treatment", "control"):
         cells = []
         for h in horizons:
-            m = tally.metrics.get(f"arm_rate|{arm}|all|{h}")
-            if m is None or not m.sent:
+            m = tally.rate(arm, h)
+            if m is None:
                 cells.append("-")
-            else:
-                cells.append(f"{m.response_rate or 0:.1%} of {m.sent} ({m.fallbacks} fallbacks)")
+                continue
+            cell = f"{m.response_rate or 0:.1%} of {m.sent} ({m.fallbacks} fallbacks)"
+            e = (expected or {}).get((arm, h))
+            if e is not None:
+                agrees = e.agrees(m.response_rate or 0)
+                verdict = "as expected" if agrees else "[red]NOT as expected[/]"
+                cell += f"\nscenario: {e.rate:.1%} ± {e.tolerance():.1%}, {verdict}"
+            cells.append(cell)
         rates.add_row(arm, *cells)
 
     pilot = Table(

@@ -341,6 +341,46 @@ def test_message_facts_each_fact_once_whatever_the_order(
     assert all(f.arm == "treatment" and f.message_type == "questionnaire" for f in facts)
 
 
+def test_delays_count_from_when_the_message_could_first_be_seen() -> None:
+    # Routed at 1000, accepted by its provider at 1400 (a send backlog), answered at 1700:
+    # the patient took 300 s, not 700.
+    state: dict[str, Any] = {}
+    message_facts(state, "sent", 1000.0, SENT_AS)
+    assert message_facts(state, "seen", 1400.0) == []
+    assert message_facts(state, "seen", 1450.0) == []  # the earliest outcome counts
+    assert message_facts(state, "responded", 1700.0) == [
+        Fact("responded", "treatment", "questionnaire", 1000.0, 300.0)
+    ]
+
+
+def test_seen_before_its_dispatch_is_read_still_counts() -> None:
+    state: dict[str, Any] = {}
+    message_facts(state, "seen", 1400.0)
+    message_facts(state, "read", 1500.0)
+    facts = message_facts(state, "sent", 1000.0, SENT_AS)
+    assert Fact("read", "treatment", "questionnaire", 1000.0, 100.0) in facts
+
+
+def test_a_fact_before_its_seen_keeps_its_delay_from_dispatch() -> None:
+    # Read before the outcome arrived (two topics, no order between them): never a shorter
+    # delay than the truth, so a rate is never overstated.
+    state: dict[str, Any] = {}
+    message_facts(state, "sent", 1000.0, SENT_AS)
+    assert message_facts(state, "read", 1600.0) == [
+        Fact("read", "treatment", "questionnaire", 1000.0, 600.0)
+    ]
+    message_facts(state, "seen", 1400.0)
+    assert message_facts(state, "read", 1600.0) == []
+
+
+def test_a_seen_earlier_than_dispatch_starts_at_dispatch() -> None:
+    state: dict[str, Any] = {}
+    message_facts(state, "sent", 1000.0, SENT_AS)
+    message_facts(state, "seen", 999.0)  # another host's clock, a little behind
+    assert message_facts(state, "responded", 1100.0)[0].delay == 100.0
+    assert message_facts(state, "read", 990.0)[0].delay == 0.0
+
+
 def test_message_facts_carry_the_practice() -> None:
     state: dict[str, Any] = {}
     sent = message_facts(state, "sent", 1000.0, ("control", "sms", "C0001"))
