@@ -3,6 +3,7 @@ the comparison with practices as the unit."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -51,6 +52,46 @@ async def test_arm_rates(stack_factory: Any) -> None:
     assert not any(m.arm is None for m in rates.values()), "practices outside the pilot"
     # The 10-minute horizon has not elapsed: nothing may count there yet.
     assert all(m.sent == 0 for k, m in rates.items() if k.endswith("|600"))
+
+
+async def test_answers_count_from_when_the_message_could_first_be_seen(
+    stack_factory: Any,
+) -> None:
+    """Two messages routed together; the provider accepted one of them 20 s later (a send
+    backlog). Both answered 25 s after routing: within 10 s of being seen for the first,
+    not for the second, which has no acceptance and counts from routing."""
+    import json
+
+    stack = stack_factory(APPFIRST_METRIC_HORIZONS="10,600")
+    await stack.start_worker()
+    await stack.publish("practice-settings", "C1", practice("C1", arm="control"))
+    for mid in ("queued", "unheard"):
+        await stack.publish("send-requests", mid, request(mid, ods_code="C1"))
+    records = await stack.read(["dispatches"], lambda rs: len(rs) >= 2)
+    routed = {e.message_id: e.dispatched_at for _, e in records}
+    accepted = routed["queued"] + timedelta(seconds=20)
+    outcome = {"outcome": "accepted", "at": accepted.isoformat(), "channel": "sms"}
+    await stack.publish("send-outcomes", "queued", json.dumps(outcome).encode())
+
+    async def seen() -> bool:  # the acceptance is in the message's row
+        rows = await stack.read_records("worker-metric-messages-changelog")
+        return any(r.value and b'"v"' in r.value for r in rows)
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await seen():
+        assert asyncio.get_running_loop().time() < deadline, "the outcome never reached its row"
+        await asyncio.sleep(0.2)
+    for mid in ("queued", "unheard"):
+        answered = routed[mid] + timedelta(seconds=25)
+        await stack.publish("responses", mid, Response(message_id=mid, responded_at=answered))
+
+    def settled(rs: list[tuple[str, Any]]) -> bool:
+        latest = {e.key: e for _, e in rs}
+        c = latest.get("arm_rate|control|all|10")
+        return bool(c and c.sent == 2 and c.responded == 1)
+
+    records = await stack.read(["pilot-metrics"], settled, timeout=40)
+    assert settled(records), sorted({e.key: e for _, e in records})
 
 
 async def test_the_comparison_treats_practices_as_the_unit(stack_factory: Any) -> None:
