@@ -69,6 +69,9 @@ def test_demo_runs_the_whole_pipeline() -> None:
         if (m := re.search(rf"{arm}\s+│\s+([\d.]+)% of \d+", out))
     }
     assert one_hour["treatment"] < one_hour["control"], one_hour
+    # The batch as a practice sees it: Scheduled, Sending, then Done with its counters.
+    for status in ("Scheduled", "Sending"):
+        assert re.search(rf"{status}\s+released", out), status
     assert re.search(r"Done\s+released 150 of 150", out), "the batch never reached Done"
     for heading in (
         "Messages by channel and reason",
