@@ -178,12 +178,12 @@ async def _run(console: Console, messages: int, seconds: float, drain: float, se
             console.print(summary(tally, sends, HORIZONS, TIME_SCALE, expected))
             console.print(f"pilot report: {report} (times in simulated hours)")
             ok = tally.both_arms() and tally.all_channels() and tally.fallbacks_total() > 0
-            # Every published rate within its tolerance of what the scenario implies.
+            # Every rate published (some messages matured) within its tolerance of what
+            # the scenario implies; a short run may have nothing matured at 3 h yet.
             ok = ok and all(
-                e is not None
-                and (m := tally.rate(arm, h)) is not None
-                and e.agrees(m.response_rate or 0)
+                e is not None and e.agrees(m.response_rate or 0)
                 for (arm, h), e in expected.items()
+                if (m := tally.rate(arm, h)) is not None
             )
             ok = ok and batch_state in ("sending", "done")
             return 0 if ok else 1
