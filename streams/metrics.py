@@ -129,16 +129,14 @@ async def join_facts(stream: Any) -> None:
         message_id, kind, at, sent_as = seen
         stored = message_table.get(message_id)
         state = dict(stored or {})
-        if kind == "seen":
-            message_facts(state, kind, at)
-            if stored is not None and state.get("v") == stored.get("v"):
-                continue  # an outcome read again: nothing to write
         if kind == "responded":
             refused = refused_response(state, at)
             if refused is not None:
                 await reject(event.message, refused, "metrics")  # never counted
                 continue
-        facts = [] if kind == "seen" else message_facts(state, kind, at, sent_as)
+        facts = message_facts(state, kind, at, sent_as)
+        if kind == "seen" and stored is not None and state.get("v") == stored.get("v"):
+            continue  # an outcome read again, or a later one: nothing to write
         for fact in facts:
             await _emit(fact)
         if facts or kind != "sent":

@@ -13,7 +13,7 @@ from rich.table import Table
 from appfirst.providers.published_pilot import expected_response
 from appfirst.providers.scenario import Scenario
 from appfirst.rules.routing import Deadlines
-from appfirst.topics.models import Dispatch, Event, Fallback, PilotMetric
+from appfirst.topics.models import DeadLetter, Dispatch, Event, Fallback, PilotMetric
 
 
 @dataclass
@@ -33,12 +33,11 @@ class Tally:
             self.fallbacks.setdefault(event.message_id, event)
         elif isinstance(event, PilotMetric):
             self.metrics[event.key] = event
-        else:
-            self.dead_letters[getattr(event, "reason", "?")[:60]] += 1
-            key = getattr(event, "key", None) or ""
-            if getattr(event, "source_topic", "").endswith("send-requests") and not key.startswith(
-                "bad-"
-            ):
+        elif isinstance(event, DeadLetter):
+            self.dead_letters[event.reason[:60]] += 1
+            # The demo's extra malformed records (keys "bad-...") are not send requests.
+            request = event.source_topic.endswith("send-requests")
+            if request and not (event.key or "").startswith("bad-"):
                 self.refused_requests += 1
 
     def decided(self) -> int:

@@ -15,7 +15,7 @@ from appfirst.providers.published_pilot import (
     published_scenario,
 )
 from appfirst.rules.routing import Deadlines
-from appfirst.topics.models import Dispatch, PilotMetric
+from appfirst.topics.models import DeadLetter, Dispatch, PilotMetric
 
 SC = published_scenario()
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -96,3 +96,25 @@ def test_the_tolerance_is_three_standard_errors_and_half_a_point() -> None:
     # What the backlogged demo showed before responses were timed from the send: 0.2% of
     # 4,523 where the scenario expects several per cent.
     assert not Expectation(0.035, 4523).agrees(0.002)
+
+
+def test_the_demo_knows_when_the_worker_has_decided_every_request() -> None:
+    def dead(key: str, topic: str = "demo.send-requests") -> DeadLetter:
+        return DeadLetter(
+            source_topic=topic,
+            partition=0,
+            offset=0,
+            key=key,
+            original=b"",
+            reason="invalid",
+            agent="intake",
+            occurred_at=T0,
+        )
+
+    tally = Tally()
+    tally.add("dispatches", dispatch(1, "control", "sms", "questionnaire"))
+    tally.add("dead-letter", dead("m-2"))  # a refused request: decided
+    tally.add("dead-letter", dead("bad-250"))  # the demo's extra malformed record: not one
+    tally.add("dead-letter", dead("m-3", topic="demo.responses"))  # not a request
+    assert tally.decided() == 2
+    assert sum(tally.dead_letters.values()) == 3
