@@ -32,6 +32,18 @@ RESULTS = Path(__file__).parent / "results"
 NATIONAL_DAY_NHS_APP = 3_400_000
 
 
+MEASUREMENTS = (
+    "sends",
+    "outage",
+    "pipeline",
+    "latency",
+    "deadlines",
+    "retention",
+    "scaleout",
+    "replay",
+)
+
+
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--messages", type=int, default=20_000, help="pipeline and scale-out load")
@@ -52,9 +64,7 @@ async def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="appfirst-bench-"))
     console.print(f"[bold]appfirst bench[/] logs in {workdir}")
     results: dict[str, Any] = {}
-    wanted = set(
-        args.only or ["sends", "outage", "pipeline", "latency", "deadlines", "scaleout", "replay"]
-    )
+    wanted = set(args.only or MEASUREMENTS)
     with EmbeddedBroker() as broker:
         traffic = Traffic(messages).build()
         if "sends" in wanted:
@@ -91,6 +101,11 @@ async def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             results["deadlines"] = await scenarios.deadlines(
                 broker.url, workdir, pending, args.due, (20.0, 50.0)
             )
+        if "retention" in wanted:
+            per_round = max(500, int(3000 * scale))
+            # Ten rounds: the second half is past the worker's warm-up.
+            console.print(f"retention: 10 rounds of {per_round:,} messages, rows kept 5 s")
+            results["retention"] = await scenarios.retention(broker.url, workdir, 10, per_round)
         if "replay" in wanted:
             sample = max(1000, int(args.replay_sample * scale))
             day = int(NATIONAL_DAY_NHS_APP / NHS_APP_SHARE)
@@ -181,6 +196,22 @@ def table(results: dict[str, Any]) -> Table:
             d["rss_bytes_per_pending"] <= 500,
         )
         row("deadline intake", f"{d['ingest_per_second']:,.0f}/s", "", None)
+    if ret := results.get("retention"):
+        mb = [f"{b / 2**20:.0f}" for b in ret["rss_bytes_after_round"]]
+        row(
+            f"rows held after each of {ret['rounds']} rounds of "
+            f"{ret['messages_per_round']:,} (kept {ret['keep_seconds']:.0f} s)",
+            f"peak {max(ret['rows_after_fallbacks']):,}, then 0",
+            "0",
+            True,  # the run waits for none to be left, and fails if they are not
+        )
+        growth = ret["rss_growth_second_half_bytes_per_message"]
+        row(
+            f"RSS after each round (MB): {' '.join(mb)}; growth in the second half",
+            f"{growth:,.0f} B per message",
+            "<= 100 B",
+            growth <= 100,
+        )
     if (s := results.get("scaleout")) and p:
         ratio = s["events_per_second"] / p["events_per_second"]
         row("scale-out: 2 workers / 1", f"{ratio:.2f}", ">= 1.5", ratio >= 1.5)

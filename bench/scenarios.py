@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from appfirst.codecs import Decoder
 from appfirst.topics.models import Fallback
@@ -241,6 +243,74 @@ async def deadlines(
         }
     finally:
         bench.stop_all()
+
+
+async def retention(broker: str, workdir: Path, rounds: int, per_round: int) -> dict[str, Any]:
+    """Memory over a long run when every row ends: ``rounds`` times, ``per_round`` NHS App
+    dispatches fall due at once, get their fallbacks, and settle; with a 5 s keep window
+    the worker's rows return to none after each round, and its RSS should stop growing."""
+    keep = 5.0
+    bench = Bench(
+        broker,
+        "ret.",
+        workdir,
+        extra={
+            "APPFIRST_KEEP_SETTLED_SECONDS": str(keep),
+            "APPFIRST_KEEP_SENT_METRICS_SECONDS": str(keep),
+            "APPFIRST_RETENTION_INTERVAL_SECONDS": "1",
+        },
+    )
+    try:
+        await bench.create_topics()
+        proc, port = bench.start_worker("retention.log")
+        await bench.wait_ready(port)
+        rss: list[int] = []
+        peaks: list[int] = []
+        drained: list[float] = []
+        for n in range(rounds):
+            before = await _end_offsets(bench, "fallbacks")
+            due = pending_dispatches(per_round, (0.5, 2.0), now(), 3600.0, f"r{n}")
+            await bench.produce("dispatches", due)
+            await _read_new(bench, "fallbacks", per_round, timeout=600, since=before)
+            peaks.append(sum((await table_rows(port)).values()))
+            start = time.perf_counter()
+            await _until_no_rows(port, timeout=keep + 120)
+            drained.append(time.perf_counter() - start)
+            rss.append(rss_bytes(proc.pid))
+        half = rounds // 2
+        return {
+            "rounds": rounds,
+            "messages_per_round": per_round,
+            "keep_seconds": keep,
+            "rows_after_fallbacks": peaks,
+            "seconds_to_no_rows": drained,
+            "rss_bytes_after_round": rss,
+            # From the middle of the run to its end: the worker's warm-up is behind it.
+            "rss_growth_second_half_bytes_per_message": (rss[-1] - rss[half - 1])
+            / (per_round * (rounds - half)),
+        }
+    finally:
+        bench.stop_all()
+
+
+async def table_rows(port: int) -> dict[str, int]:
+    """``appfirst_table_rows`` by table, as the worker exposes it."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    rows: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "appfirst_table_rows":
+            for sample in family.samples:
+                rows[sample.labels["table"]] = int(sample.value)
+    return rows
+
+
+async def _until_no_rows(port: int, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while sum((await table_rows(port)).values()) > 0:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"rows left after {timeout:.0f} s: {await table_rows(port)}")
+        await asyncio.sleep(0.5)
 
 
 async def replay(broker: str, workdir: Path, sample: int, day_messages: int) -> dict[str, Any]:

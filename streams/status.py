@@ -5,7 +5,8 @@ Reads a message's dispatch, its send outcome (``send-outcomes``) and its receipt
 by message id and co-partitioned, so one agent sees them in partition order; the rules are
 ``rules/status.py``. A row is kept only while something about the message can still change
 (an SMS awaiting its receipt, a batch message awaiting its outcome) and at most
-``KEEP_SECONDS``: state follows pending work.
+``KEEP_SENT_METRICS_SECONDS``, its end kept by ``streams/retention.py`` as every
+per-message table's is: state follows pending work.
 """
 
 from __future__ import annotations
@@ -14,16 +15,7 @@ import json
 from typing import Any
 
 from appfirst.rules import status as rules
-from appfirst.streams.app import (
-    acting_for,
-    acting_for_partition,
-    agent,
-    app,
-    clock,
-    current,
-    owned_partitions,
-    table,
-)
+from appfirst.streams.app import acting_for, agent, clock, current, settings, table
 from appfirst.streams.io import (
     decode,
     decode_outcome,
@@ -32,15 +24,31 @@ from appfirst.streams.io import (
     send,
     short_topic,
 )
+from appfirst.streams.retention import retain
 from appfirst.streams.topics import batch_progress, message_status, status_source
 from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import DeliveryReceipt, Dispatch, MessageStatus, ReadReceipt
 
 tracks = table("message-tracks")
-KEEP_SECONDS = 8 * 86400  # a batch's 7-day response window, and a day
 # How long a finished message's mark is kept: far past any re-read after a crash (offsets
-# are committed every few seconds).
+# are committed every few seconds), unless the keep window is set shorter.
 CLOSED_KEEP_SECONDS = 3600.0
+
+
+def _end_of(raw: Any) -> tuple[int, float]:
+    """A finished message's mark ends an hour after it finished; a row nothing settles (an
+    SMS whose receipt never came, a receipt whose dispatch never did, an NHS App message
+    with no live sends) ends ``KEEP_SENT_METRICS_SECONDS`` (8 days: a batch's 7-day
+    response window, and a day) after its first fact."""
+    track = rules.Track.from_json(raw)
+    if track.closed:
+        return track.partition, track.seen_at + min(
+            CLOSED_KEEP_SECONDS, settings.keep_settled_seconds
+        )
+    return track.partition, track.seen_at + settings.keep_sent_metrics_seconds
+
+
+track_rows = retain("message-tracks", tracks, "dispatches", _end_of)
 
 
 @agent(status_source)
@@ -77,7 +85,9 @@ async def follow(stream: Any) -> None:
             with acting_for(event):
                 if rules.finished(new):
                     new = rules.closed(new, clock.now().timestamp())
-                tracks[mid] = new.to_json()
+                row = new.to_json()
+                tracks[mid] = row
+                track_rows.note(mid, row)
 
 
 async def _fact(event: Any) -> tuple[str, Any] | None:
@@ -131,18 +141,3 @@ async def _publish(mid: str, t: rules.Track) -> rules.Track:
         await send(batch_progress, t.batch_id.encode(), json.dumps(fact).encode())
         t = rules.Track.from_json({**t.to_json(), "counted": True})
     return t
-
-
-@app.timer(interval=300.0)  # type: ignore[untyped-decorator]
-async def expire() -> None:
-    """Drop finished messages' marks after ``CLOSED_KEEP_SECONDS``, and rows nothing has
-    settled in ``KEEP_SECONDS`` (an SMS whose receipt never came, a receipt whose dispatch
-    never did): every row has an end."""
-    now = clock.now().timestamp()
-    owned = owned_partitions("dispatches")
-    for mid, raw in list(tracks.items()):
-        track = rules.Track.from_json(raw)
-        keep = CLOSED_KEEP_SECONDS if track.closed else KEEP_SECONDS
-        if track.seen_at < now - keep and track.partition in owned:
-            with acting_for_partition("dispatches", track.partition):
-                tracks.pop(mid, None)

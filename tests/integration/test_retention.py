@@ -18,7 +18,7 @@ from .factories import app_user, now, practice, request
 pytestmark = pytest.mark.integration
 
 KEEP = 3.0
-TABLES = ("routed", "sends", "deadlines", "sms-numbers", "metric-messages")
+TABLES = ("routed", "sends", "deadlines", "sms-numbers", "metric-messages", "message-tracks")
 
 
 async def _table_rows(port: int) -> dict[str, float]:

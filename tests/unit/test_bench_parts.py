@@ -55,3 +55,23 @@ def test_the_table_says_met_or_missed_against_each_target() -> None:
     assert "missed" in lines["RSS per pending deadline"]
     assert "missed" in lines["scale-out: 2 workers / 1"]
     assert "met" in lines["early fallbacks"]
+
+
+def test_the_table_shows_memory_flat_when_rows_end() -> None:
+    results = {
+        "retention": {
+            "rounds": 4,
+            "messages_per_round": 1000,
+            "keep_seconds": 5.0,
+            "rows_after_fallbacks": [3000, 2990, 3000, 2980],
+            "rss_bytes_after_round": [100 * 2**20, 104 * 2**20, 104 * 2**20, 105 * 2**20],
+            "rss_growth_second_half_bytes_per_message": 524.0,
+        }
+    }
+    console = Console(width=200, record=True)
+    console.print(table(results))
+    text = console.export_text()
+    assert "RSS after each round (MB): 100 104 104 105" in text
+    assert "peak 3,000, then 0" in text
+    growth = next(line for line in text.splitlines() if "growth in the second half" in line)
+    assert "524 B per message" in growth and "missed" in growth
