@@ -31,7 +31,7 @@ test: tree  ## unit and integration tests (real embedded broker, real HTTP)
 test-unit: tree
 	$(BIN)/pytest tests/unit
 
-bench: tree  ## the performance measurements (about 11 minutes); results in bench/results/
+bench: tree  ## the performance measurements (about 15 minutes); results in bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 check: tree  ## lint and strict types
