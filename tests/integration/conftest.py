@@ -144,6 +144,9 @@ class Stack:
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
+            # The topics as the worker makes them (partitions, compaction), also when a test
+            # publishes before its first worker starts (settings, so that none races a request).
+            await ensure_topics(self.settings)
             self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap)
             await self._producer.start()
         return self._producer
