@@ -21,8 +21,8 @@ async def test_a_tracker_failure_is_read_again_not_lost(stack_factory: Any) -> N
         # first dispatch): a bug, for real, in a worker process.
         APPFIRST_FAULT_ONCE="track",
     )
-    await stack.start_worker()
     await stack.publish("practice-settings", "A00001", practice("A00001"))
+    await stack.start_worker()
     req = request("crash-only-1")
     await stack.publish_eligibility([app_user(req.patient.nhs_number)])
     await stack.publish("send-requests", req.message_id, req)

@@ -61,8 +61,8 @@ async def test_forged_callbacks_are_refused_and_write_nothing(stack_factory: Any
 async def test_a_30s_outage_loses_nothing_and_sends_each_once(stack_factory: Any) -> None:
     stack = stack_factory(APPFIRST_PROVIDERS="simulator")
     sim_url = await stack.start_simulator(send_callbacks=False)
-    await stack.start_worker()
     await stack.publish("practice-settings", "APP01", practice("APP01"))
+    await stack.start_worker()
     async with httpx.AsyncClient(timeout=5) as client:
         await client.post(sim_url + "/_sim/outage", json={"seconds": 30, "status": 503})
     reqs = [request(f"o-{i:03d}", ods_code="APP01") for i in range(120)]
@@ -99,8 +99,8 @@ async def test_reconciliation_fills_in_lost_callbacks_once(stack_factory: Any) -
         read_share=0.8,
         respond_share_app=0.0,
     )
-    await stack.start_worker()
     await stack.publish("practice-settings", "APP01", practice("APP01"))
+    await stack.start_worker()
     reqs = [request(f"r-{i:03d}", ods_code="APP01") for i in range(60)]
     records: list[tuple[str, str, Any]] = []
     for r in reqs:

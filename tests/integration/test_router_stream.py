@@ -187,8 +187,8 @@ async def test_a_cache_miss_asks_the_nhs_app_and_remembers(stack_factory: Any) -
     # took over the 0.25 s default bound twice in CI's full run on this shared machine.
     stack = stack_factory(APPFIRST_PROVIDERS="simulator", APPFIRST_ELIGIBILITY_TIMEOUT_SECONDS="5")
     await stack.start_simulator(app_share=1.0, notifications_share=1.0, read_share=1.0)
-    await stack.start_worker()
     await stack.publish("practice-settings", "APP01", practice("APP01"))
+    await stack.start_worker()
     # Registered at APP01 in the simulator's scenario (seed 7): in its patients report.
     registered = Scenario().roster("APP01")[0]
     req = request("miss-1", ods_code="APP01", patient={"nhs_number": registered})

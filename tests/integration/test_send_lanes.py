@@ -124,8 +124,8 @@ async def test_a_backlog_in_front_of_the_nhs_app_never_sends_the_sms_first(
         APPFIRST_FALLBACK_INDIVIDUAL_SECONDS=str(deadline),
     )
     await stack.start_simulator(send_callbacks=False, app_share=1.0, notifications_share=1.0)
-    await stack.start_worker()
     await stack.publish("practice-settings", "APP01", practice("APP01"))
+    await stack.start_worker()
     requests = [request(f"lag-{i:03d}", ods_code="APP01") for i in range(30)]
     await stack.publish_eligibility([app_user(r.patient.nhs_number) for r in requests])
     await stack.publish_many([("send-requests", r.message_id, r) for r in requests])

@@ -18,8 +18,8 @@ DEADLINE = 3.0
 
 async def test_fallback_rules(stack_factory: Any) -> None:
     stack = stack_factory(APPFIRST_FALLBACK_INDIVIDUAL_SECONDS=str(DEADLINE))
-    await stack.start_worker()
     await stack.publish("practice-settings", "A00001", practice("A00001"))
+    await stack.start_worker()
     reqs = {
         name: request(name) for name in ("unread", "read", "unnotified", "early-read", "late-read")
     }
