@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := src topics codecs streams providers rules
 
-.PHONY: demo test test-unit check bench broker worker simulator tree clean
+.PHONY: demo test test-fast test-unit check bench broker worker simulator tree clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,10 @@ demo: tree  ## the whole pipeline on the embedded broker, about two minutes
 test: tree  ## unit and integration tests (real embedded broker, real HTTP)
 	$(BIN)/pytest
 
-test-unit: tree
-	$(BIN)/pytest tests/unit
+test-fast: tree  ## the unit tests only: no broker, no processes (under a minute)
+	$(BIN)/pytest -q tests/unit
+
+test-unit: test-fast
 
 bench: tree  ## the performance measurements (about 15 minutes); results in bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -174,14 +174,6 @@ def kept_days(days: dict[str, list[int]], now: float, keep: int) -> dict[str, li
     return {d: row for d, row in days.items() if d >= first}
 
 
-def add_days(into: dict[str, list[int]], days: dict[str, list[int]]) -> None:
-    """Sum one trend's day counts into another's."""
-    for day, counts in days.items():
-        row = into.setdefault(day, [0] * len(TREND_KINDS))
-        for i, n in enumerate(counts):
-            row[i] += n
-
-
 RESPONSE_WINDOW_SECONDS = 7 * 86400  # "the patient has up to 7 days to respond"
 
 
@@ -262,16 +254,10 @@ def _delay(at: float, start: float) -> float:
 
 def sum_types(by_type: dict[str, Any]) -> dict[str, Any]:
     """The ``all`` collector's entries (arm|ods|type) summed into one per practice (arm|ods),
-    period by period (horizons or days), count by count.
-
-    Entries without a type were written by versions that counted ``all`` as facts of its
-    own; their messages are also counted under their own type, so they are left out.
-    """
+    period by period (horizons or days), count by count."""
     summed: dict[str, Any] = {}
     for key, by_period in by_type.items():
         parts = key.split("|")
-        if len(parts) != 3 or parts[2] == "all":
-            continue
         practice = summed.setdefault(f"{parts[0]}|{parts[1]}", {})
         for period, row in by_period.items():
             total = practice.setdefault(period, [0] * len(row))

@@ -10,7 +10,7 @@ fails, the answer is 503 with ``Retry-After``, so the provider sends it again. D
 and metrics keep the first of each kind of receipt per message, and the ingress itself
 keeps no state. The NHS App also requires
 mutual TLS on its real-time receipts; that is terminated by the ingress proxy in front of
-the worker (README, "Going live").
+the worker (docs/operations.md, "Going live").
 """
 
 from __future__ import annotations

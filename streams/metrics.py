@@ -21,19 +21,14 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
-import faust
-
 from appfirst.rules.pilot import (
-    DAY,
-    TREND_KINDS,
     ArmStats,
     Counts,
     Fact,
     Observation,
-    add_days,
     count_day,
     epoch,
     kept_days,
@@ -41,7 +36,6 @@ from appfirst.rules.pilot import (
     message_facts,
     refused_response,
     sum_types,
-    window_day,
 )
 from appfirst.rules.stats import Comparison, Practice, compare
 from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
@@ -76,15 +70,6 @@ stats_table = table("arm-stats")
 # A row per practice, not per collector: a snapshot then rewrites one practice's counts,
 # not every practice's (at national scale, thousands, times the types for ``all``).
 practice_table = table("practice-summaries")
-# arm|type|ods|kind -> count, per London day of dispatch: where versions before 2026-12-02
-# counted the trend (a changelog record per fact). Read, never written, until its days
-# expire; the trend is now counted in each practice's ``arm-stats`` row.
-trend_table = app.Table(
-    "metric-trend",
-    default=int,
-    schema=faust.Schema(key_serializer="json", value_serializer="json"),
-    partitions=settings.partitions,
-).tumbling(timedelta(days=1), expires=timedelta(days=settings.metric_trend_days))
 _sent_snapshots: dict[str, str] = {}
 _published: dict[str, Any] = {}
 
@@ -92,7 +77,7 @@ _published: dict[str, Any] = {}
 async def _emit(fact: Fact) -> None:
     payload = json.dumps(vars(fact)).encode()
     # The record's time is its message's dispatch (as a London day), the day the trend
-    # counts a read or response on (versions before 2026-12-02 windowed by it).
+    # counts a read or response on.
     timestamp = london_day_timestamp(fact.dispatched_at)
     await send(metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp)
 
@@ -199,24 +184,6 @@ def _aggregate(batch: list[Any]) -> None:
             stats_table[key] = row
 
 
-def legacy_trend_days(now: float) -> dict[str, dict[str, list[int]]]:
-    """arm|type|ods -> {London date: counts} from the windowed table versions before
-    2026-12-02 wrote, for the days still kept (Faust expires old windows only on a live
-    worker; after recovery they stay until the changelog's retention drops them, so they
-    are cut here too). Empty once those days have passed."""
-    oldest = london_day_timestamp(now) - settings.metric_trend_days * DAY
-    result: dict[str, dict[str, list[int]]] = {}
-    for (key, (start, _)), count in list(trend_table.table.data.items()):
-        if start < oldest:
-            continue
-        prefix, kind = key.rsplit("|", 1)
-        row = result.setdefault(prefix, {}).setdefault(
-            window_day(start).isoformat(), [0] * len(TREND_KINDS)
-        )
-        row[TREND_KINDS.index(kind)] += count
-    return result
-
-
 def _owned(topic: str) -> set[int]:
     name = settings.topic(topic)
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
@@ -229,20 +196,12 @@ async def snapshot_practices() -> None:
         return
     owned = _owned("metric-facts")
     now = clock.now().timestamp()
-    legacy = legacy_trend_days(now)
     for key, raw in list(stats_table.items()):
         if raw["partition"] not in owned:
             continue
         arm, message_type, ods = key.split("|", 2)
-        if message_type == ALL:
-            # Kept by versions that counted every fact a second time under ``all``; the
-            # same facts are in their own type's row, which ``all``'s collector sums.
-            continue
         stats = ArmStats.from_json(raw["stats"], settings.metric_horizons)
-        days = kept_days(raw.get("days", {}), now, settings.metric_trend_days)
-        if key in legacy:
-            days = {d: list(row) for d, row in days.items()}  # not the stored row's lists
-            add_days(days, legacy[key])
+        days = kept_days(raw["days"], now, settings.metric_trend_days)
         counts = {
             str(h): [c.sent, c.responded, c.read, c.fallbacks]
             for h, c in stats.snapshot(now).items()
@@ -273,31 +232,24 @@ async def collect(stream: Any) -> None:
         snapshot = json.loads(event.message.value)
         practice = f"{snapshot['arm']}|{snapshot['ods']}"
         if collector == ALL:
-            practice += f"|{snapshot.get('type', ALL)}"
-        if collector in practice_table:
-            del practice_table[collector]  # the whole collector's row of the layout before
+            practice += f"|{snapshot['type']}"
         practice_table[f"{collector}|{practice}"] = {
             "partition": event.message.partition,
             "counts": snapshot["counts"],
-            "days": snapshot.get("days", {}),
+            "days": snapshot["days"],
         }
 
 
 def collected(rows: list[tuple[str, Any]], owned: set[int]) -> dict[str, tuple[Any, Any]]:
-    """collector -> (practice -> counts, practice -> days), for the owned partitions.
-
-    Rows keyed by a message type alone held a whole collector in the layout before: they
-    are left out (``collect`` deletes each as its collector's first new row is written),
-    and the practices' next snapshots fill the new rows (a restarted worker sends them all).
-    """
+    """collector -> (practice -> counts, practice -> days), for the owned partitions."""
     result: dict[str, tuple[Any, Any]] = {}
     for key, raw in rows:
-        if "|" not in key or raw["partition"] not in owned:
+        if raw["partition"] not in owned:
             continue
         collector, practice = key.split("|", 1)
         practices, days = result.setdefault(collector, ({}, {}))
         practices[practice] = raw["counts"]
-        days[practice] = raw.get("days") or {}
+        days[practice] = raw["days"]
     return result
 
 

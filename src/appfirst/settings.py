@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     )
     data_dir: str = "var/appfirst"
     simulator_url: str = "http://127.0.0.1:8900"
-    # --- providers: what a live deployment must set (README "Going live") ----------------
+    # --- providers: what a live deployment must set (docs/operations.md "Going live") ----
     nhs_app_url: str = Field(
         default="https://api.service.nhs.uk/nhs-app", description="NHS App API base URL"
     )

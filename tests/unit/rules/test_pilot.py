@@ -15,7 +15,6 @@ from appfirst.rules.pilot import (
     ArmStats,
     Counts,
     Fact,
-    add_days,
     bucket_width,
     count_day,
     kept_days,
@@ -143,9 +142,6 @@ def test_all_is_the_sum_of_each_practices_types() -> None:
         "treatment|T0001|sms": {"3600": [10, 2, 0, 0], "86400": [10, 4, 0, 0]},
         "treatment|T0001|sms_with_response": {"3600": [5, 1, 3, 1]},
         "control|C0001|sms": {"3600": [7, 3, 0, 0]},
-        # Written when ``all`` was counted as facts of its own: the same messages again.
-        "treatment|T0001": {"3600": [15, 3, 3, 1]},
-        "treatment|T0001|all": {"3600": [15, 3, 3, 1]},
     }
     assert sum_types(collected) == {
         "treatment|T0001": {"3600": [15, 3, 3, 1], "86400": [10, 4, 0, 0]},
@@ -451,9 +447,3 @@ def test_kept_days_keeps_the_day_whose_window_opens_exactly_at_the_cut() -> None
     now = datetime.fromisoformat("2026-12-10T00:00:00+00:00").timestamp()
     days = {"2026-10-15": [1, 0, 0, 0], "2026-10-14": [1, 0, 0, 0]}
     assert set(kept_days(days, now, keep=56)) == {"2026-10-15"}
-
-
-def test_add_days_sums_a_legacy_trend_into_a_rows() -> None:
-    days = {"2026-12-01": [2, 1, 0, 0]}
-    add_days(days, {"2026-12-01": [1, 0, 1, 1], "2026-11-30": [3, 0, 0, 0]})
-    assert days == {"2026-12-01": [3, 1, 1, 1], "2026-11-30": [3, 0, 0, 0]}
