@@ -67,6 +67,54 @@ class DeadlineIndex:
         return sum(len(d) for d in self._due.values())
 
 
+@dataclass
+class EndIndex:
+    """When rows end, to within ``grain`` seconds: a key costs one list slot in its bucket,
+    where ``DeadlineIndex`` costs a heap entry, a dict entry and two floats.
+
+    For retention, whose rows need no precision: a bucket is due once its last second has
+    passed, so a row goes at most ``grain`` after its end and never before. A key noted
+    again is listed again; nothing is removed on update. The caller checks each key
+    ``pop_due`` returns against the row's current end and drops it when the row was
+    rewritten since (the rewrite noted it under its new end) or has gone.
+    """
+
+    grain: float = 30.0
+    _buckets: dict[int, dict[int, list[str]]] = field(default_factory=dict)
+    _order: dict[int, list[int]] = field(default_factory=dict)  # heap of bucket numbers
+
+    def note(self, partition: int, key: str, end: float | None) -> None:
+        """List ``key`` under its end (None: pending work, nothing to list)."""
+        if end is None:
+            return
+        bucket = math.floor(end / self.grain)
+        buckets = self._buckets.setdefault(partition, {})
+        keys = buckets.get(bucket)
+        if keys is None:
+            keys = buckets[bucket] = []
+            heapq.heappush(self._order.setdefault(partition, []), bucket)
+        elif keys[-1] == key:
+            return  # rewritten straight after: listed already
+        keys.append(key)
+
+    def pop_due(self, partition: int, until: float) -> list[str]:
+        """Remove and return the keys of every bucket wholly at or before ``until``."""
+        order = self._order.get(partition)
+        buckets = self._buckets.get(partition, {})
+        found: list[str] = []
+        while order and (order[0] + 1) * self.grain <= until:
+            found.extend(buckets.pop(heapq.heappop(order)))
+        return found
+
+    def drop(self, partition: int) -> None:
+        self._buckets.pop(partition, None)
+        self._order.pop(partition, None)
+
+    def listed(self) -> int:
+        """Keys listed, stale ones included (what the index costs)."""
+        return sum(len(k) for b in self._buckets.values() for k in b.values())
+
+
 @dataclass(frozen=True)
 class InputProgress:
     """How far the tracker has read one input topic-partition."""

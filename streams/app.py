@@ -6,6 +6,7 @@ import asyncio
 import functools
 import logging
 import os
+import sys
 import types
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -180,7 +181,16 @@ def owned_partitions(topic: str) -> set[int]:
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
 
-class WorkerGroupTable(faust.Table[Any, Any]):
+class SharedKeyTable(faust.Table[Any, Any]):
+    """A table whose str keys are interned: five tables, and the indexes beside them, keep a
+    row per message under its id, and each agent decodes its own copy of that id. Interned,
+    the message has one (a str freed with its last reference, as any other)."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(sys.intern(key) if type(key) is str else key, value)
+
+
+class WorkerGroupTable(SharedKeyTable):
     """A table whose changelog is named after the stream workers' group in every role.
 
     For the dispatcher's ledger of sends: it is then the same state whether the dispatcher
@@ -200,7 +210,7 @@ def table(name: str, *, worker_group_changelog: bool = False, raw_values: bool =
     """
     values = "raw" if raw_values else "json"
     schema: Any = faust.Schema(key_serializer="json", value_serializer=values)
-    kind = WorkerGroupTable if worker_group_changelog else faust.Table
+    kind = WorkerGroupTable if worker_group_changelog else SharedKeyTable
     return app.tables.add(
         kind(
             app,

@@ -11,12 +11,13 @@ plus the stated window (``APPFIRST_KEEP_SETTLED_SECONDS``), not every message ev
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from appfirst import telemetry
-from appfirst.rules.schedule import DeadlineIndex
+from appfirst.rules.schedule import EndIndex
 from appfirst.streams.app import (
     acting_for_partition,
     app,
@@ -36,7 +37,11 @@ class Retained:
     table: Any
     topic: str  # contract name of the topic whose partition each row's changelog follows
     end_of: EndOf
-    index: DeadlineIndex = field(default_factory=DeadlineIndex)
+    # Ends to within a prune interval: a row is never deleted before the prune after its
+    # end anyway, and a bucket's key costs a list slot where an exact index cost ~150 B.
+    index: EndIndex = field(
+        default_factory=lambda: EndIndex(grain=settings.retention_interval_seconds)
+    )
     indexed: set[int] = field(default_factory=set)
 
     def note(self, key: str, row: Any) -> None:
@@ -45,7 +50,7 @@ class Retained:
 
     def mark(self, key: str, partition: int, end: float | None) -> None:
         """``note`` for a writer that already knows the row's partition and end."""
-        self.index.update(partition, key, end)
+        self.index.note(partition, sys.intern(key), end)  # the table's own copy of the key
 
     def _sync(self, owned: set[int]) -> set[int]:
         for partition in self.indexed - owned:
@@ -56,7 +61,7 @@ class Retained:
             for key, row in list(self.table.items()):
                 partition, end = self.end_of(row)
                 if partition in new:
-                    self.index.update(partition, key, end)
+                    self.index.note(partition, key, end)
             self.indexed |= new
         return owned
 
@@ -64,14 +69,13 @@ class Retained:
         """Delete the owned rows whose end has passed; how many went."""
         deleted = 0
         for partition in self._sync(owned_partitions(self.topic)):
-            for key, _ in self.index.pop_due(partition, now):
+            for key in self.index.pop_due(partition, now):
                 row = self.table.get(key)
                 if row is None:
-                    continue
-                at, end = self.end_of(row)
-                if end is None or end > now:  # rewritten since: pending again, or later
-                    self.index.update(at, key, end)
-                    continue
+                    continue  # gone already, or listed twice
+                _, end = self.end_of(row)
+                if end is None or end > now:
+                    continue  # rewritten since: its writer listed it under its new end
                 with acting_for_partition(self.topic, partition):
                     self.table.pop(key, None)
                 deleted += 1

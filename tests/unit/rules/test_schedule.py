@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
+from appfirst.rules.schedule import DeadlineIndex, EndIndex, InputProgress, safe_until
 
 
 def test_pop_due_returns_only_what_is_due_in_due_order() -> None:
@@ -97,3 +97,58 @@ def test_replay_uses_the_slowest_input_and_ignores_finished_ones() -> None:
     progress = [InputProgress(False, 500.0), InputProgress(False, 300.0), InputProgress(True, 1.0)]
     assert safe_until(progress, now=0, lateness=99, replay=True) == 300.0
     assert safe_until([InputProgress(True, 5.0)] * 3, now=0, lateness=0, replay=True) == math.inf
+
+
+# --- the retention index ----------------------------------------------------------------
+
+
+def test_a_row_goes_once_its_bucket_has_wholly_passed_never_before_its_end() -> None:
+    index = EndIndex(grain=30.0)
+    index.note(0, "a", 95.0)  # the bucket of 90 to 120
+    index.note(0, "b", None)  # pending work: never listed
+    assert index.pop_due(0, 100.0) == []
+    assert index.pop_due(0, 119.9) == []
+    assert index.pop_due(0, 120.0) == ["a"]
+    assert index.pop_due(0, 1e12) == []
+
+
+def test_a_key_rewritten_straight_after_is_listed_once() -> None:
+    index = EndIndex(grain=10.0)
+    index.note(0, "a", 1.0)
+    index.note(0, "a", 2.0)
+    index.note(0, "b", 3.0)
+    index.note(0, "a", 4.0)  # after another key: listed again, the caller skips a repeat
+    assert index.listed() == 3
+    assert index.pop_due(0, 10.0) == ["a", "b", "a"]
+
+
+def test_buckets_come_out_in_time_order_per_partition_and_drop_forgets_one() -> None:
+    index = EndIndex(grain=1.0)
+    for key, end in (("late", 50.5), ("early", 3.2), ("middle", 20.0)):
+        index.note(0, key, end)
+    index.note(1, "other", 1.0)
+    assert index.pop_due(0, 100.0) == ["early", "middle", "late"]
+    index.drop(1)
+    assert index.pop_due(1, 100.0) == [] and index.listed() == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    notes=st.lists(
+        st.tuples(st.sampled_from("abcdef"), st.floats(0, 1000, allow_nan=False)), max_size=40
+    ),
+    until=st.floats(0, 1100, allow_nan=False),
+    grain=st.sampled_from([0.25, 1.0, 30.0]),
+)
+def test_end_index_is_never_early_and_at_most_a_grain_late(
+    notes: list[tuple[str, float]], until: float, grain: float
+) -> None:
+    index = EndIndex(grain=grain)
+    for key, end in notes:
+        index.note(0, key, end)
+    popped = set(index.pop_due(0, until))
+    for key in popped:  # each came out for a listed end that has passed
+        assert any(k == key and end <= until for k, end in notes)
+    for key, end in notes:  # and every end a grain or more ago came out
+        if end <= until - grain:
+            assert key in popped
