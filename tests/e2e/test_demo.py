@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.demo_run import DemoRun
+
 pytestmark = pytest.mark.integration
 
 
@@ -54,11 +56,10 @@ def _demo(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_demo_runs_the_whole_pipeline() -> None:
+def test_demo_runs_the_whole_pipeline(demo_run: DemoRun) -> None:
     # The demo as a newcomer runs it: its response rates are only true at its own load.
-    proc = _demo()
-    out, _ = proc.communicate(timeout=420)
-    assert proc.returncode == 0, out
+    out = demo_run.out
+    assert demo_run.returncode == 0, out
     # Each arm's rate at 1 h and 3 h within the tolerance of what the scenario implies
     # (the demo exits 1 otherwise), and the published direction: behind at 1 h.
     assert out.count("scenario:") == 4, out
