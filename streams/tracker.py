@@ -144,11 +144,11 @@ async def track(stream: Any) -> None:
             new = rules.with_end(new, clock.now().timestamp(), settings.keep_settled_seconds)
             if topic in INPUTS:
                 _watermarks[key] = max(_watermarks.get(key, -math.inf), at)
-            key = sys.intern(new.message_id)  # the one copy the tables and indexes share
-            if new != old or deadline_table.get(key) is None:
-                deadline_table[key] = new.encode()
-                deadline_rows.mark(key, new.partition, new.ends_at)
-            index.update(new.partition, key, _due_ts(new))
+            mid = sys.intern(new.message_id)  # the one copy the tables and indexes share
+            if new != old or deadline_table.get(mid) is None:
+                deadline_table[mid] = new.encode()
+                deadline_rows.mark(mid, new.partition, new.ends_at)
+            index.update(new.partition, mid, _due_ts(new))
         if REPLAY and _owns(message.partition):
             # Event time, and only as far as every input has been read: the same fallbacks
             # whatever order the topics happen to be interleaved in.
