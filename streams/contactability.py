@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from appfirst.rules.contact import number_fingerprint
-from appfirst.streams.app import agent, app, clock, settings, table
+from appfirst.streams.app import agent, app, clock, json_rows, settings
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.io import decode, send, short_topic
 from appfirst.streams.retention import keep_until, retain
@@ -28,7 +28,7 @@ _KEY = settings.number_hash_key.get_secret_value().encode()
 #                "f": time of its failure, "p": changelog partition, "end": epoch}
 # A row waits APPFIRST_KEEP_SETTLED_SECONDS from its last write (longer than Notify's
 # 72 h of retries, after which no failure receipt comes) for the half it lacks.
-sms_numbers = table("sms-numbers")
+sms_numbers = json_rows("sms-numbers")
 sms_rows = retain("sms-numbers", sms_numbers, "dispatches", lambda row: (row["p"], row["end"]))
 
 

@@ -50,13 +50,13 @@ from appfirst.providers.base import Outbound
 from appfirst.providers.callbacks import fallback_reference
 from appfirst.providers.gateway import Gateway
 from appfirst.rules import sending as rules
-from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
+from appfirst.streams.app import acting_for, agent, app, clock, current, json_rows, settings
 from appfirst.streams.io import decode, durable, encode, log, send_acknowledged, short_topic
 from appfirst.streams.retention import keep_until, retain
 from appfirst.streams.topics import delivery_receipts, dispatcher_source, send_outcomes
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReceiptStatus
 
-ledger = table("sends", worker_group_changelog=True)
+ledger = json_rows("sends", worker_group_changelog=True)
 # Each row also holds "p", its changelog partition, and "end": a reference is absorbed for
 # APPFIRST_KEEP_SETTLED_SECONDS after its last write, then forgotten.
 ledger_rows = retain("sends", ledger, "dispatches", lambda row: (row["p"], row["end"]))

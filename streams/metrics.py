@@ -38,7 +38,7 @@ from appfirst.rules.pilot import (
     sum_types,
 )
 from appfirst.rules.stats import Comparison, Practice, compare
-from appfirst.streams.app import acting_for, agent, app, clock, current, settings, table
+from appfirst.streams.app import acting_for, agent, app, clock, current, json_rows, settings, table
 from appfirst.streams.io import (
     count_in,
     decode,
@@ -58,7 +58,7 @@ ALL = "all"  # the message type that stands for every type
 
 # message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t,
 #                "p": changelog partition, "end": epoch}
-message_table = table("metric-messages")
+message_table = json_rows("metric-messages")
 message_rows = retain(
     "metric-messages", message_table, "dispatches", lambda row: (row["p"], row["end"])
 )

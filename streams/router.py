@@ -15,7 +15,17 @@ from appfirst.errors import DecodeError
 from appfirst.providers import factory
 from appfirst.providers.eligibility import EligibilityLookup
 from appfirst.rules.routing import BodyTooLongForSms, check_sms_length, choose, route
-from appfirst.streams.app import acting_for, agent, app, clock, current, deadlines, settings, table
+from appfirst.streams.app import (
+    acting_for,
+    agent,
+    app,
+    clock,
+    current,
+    deadlines,
+    json_rows,
+    settings,
+    table,
+)
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.streams.contactability import failed_numbers_cache, failed_recently
 from appfirst.streams.io import count_in, decode, durable, encode, log, reject, send
@@ -55,7 +65,7 @@ async def follow_practice_settings() -> None:
 
 # message_id -> [[partition, offset] of the request that decided, dispatch JSON, end]:
 # kept APPFIRST_KEEP_SETTLED_SECONDS, to absorb a request re-read or re-sent in that time.
-routed_table = table("routed")
+routed_table = json_rows("routed")
 routed_rows = retain("routed", routed_table, ROUTER_BY_PATIENT, lambda row: (row[0][0], row[2]))
 
 

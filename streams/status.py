@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from appfirst.rules import status as rules
-from appfirst.streams.app import acting_for, agent, clock, current, settings, table
+from appfirst.streams.app import acting_for, agent, clock, current, json_rows, settings
 from appfirst.streams.io import (
     decode,
     decode_outcome,
@@ -29,7 +29,7 @@ from appfirst.streams.topics import batch_progress, message_status, status_sourc
 from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import DeliveryReceipt, Dispatch, MessageStatus, ReadReceipt
 
-tracks = table("message-tracks")
+tracks = json_rows("message-tracks")
 # How long a finished message's mark is kept: far past any re-read after a crash (offsets
 # are committed every few seconds), unless the keep window is set shorter.
 CLOSED_KEEP_SECONDS = 3600.0
