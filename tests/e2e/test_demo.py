@@ -56,6 +56,7 @@ def _demo(*args: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.xdist_group("demo")
 def test_demo_runs_the_whole_pipeline(demo_run: DemoRun) -> None:
     # The demo as a newcomer runs it: its response rates are only true at its own load.
     out = demo_run.out

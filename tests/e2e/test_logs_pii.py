@@ -44,6 +44,7 @@ def patient_data(seed: int, count: int) -> set[str]:
     return found
 
 
+@pytest.mark.xdist_group("demo")
 def test_demo_logs_are_json_lines_without_patient_data(demo_run: DemoRun) -> None:
     out = demo_run.out
     assert demo_run.workdir is not None, out
