@@ -234,10 +234,9 @@ def message_facts(
     state[kind] = at
     if state.get("d") is None:
         return []
-    arm, message_type, sent_at, *rest = state["d"]  # records before practices were kept: 3
+    arm, message_type, sent_at, ods = state["d"]
     if kind == "responded" and at - sent_at > RESPONSE_WINDOW_SECONDS:
         return []  # late: never counted (the agent sends it to dead-letter)
-    ods = rest[0] if rest else "-"
     return [Fact(kind, arm, message_type, sent_at, _delay(at, _start(state)), ods)]
 
 

@@ -386,13 +386,6 @@ def test_message_facts_carry_the_practice() -> None:
     ]
 
 
-def test_a_message_recorded_before_practices_were_kept_still_counts() -> None:
-    state: dict[str, Any] = {"d": ["treatment", "sms", 1000.0]}  # the earlier three fields
-    assert message_facts(state, "read", 1100.0) == [
-        Fact("read", "treatment", "sms", 1000.0, 100.0, "-")
-    ]
-
-
 @pytest.mark.parametrize(
     ("utc", "london_date"),
     [
