@@ -139,8 +139,8 @@ async def join_facts(stream: Any) -> None:
 @agent(metric_facts)
 async def aggregate(stream: Any) -> None:
     # A batch at a time: a practice's row is written once per batch, not once per fact.
-    # Facts come keyed by practice and type, so a batch holds many of each (every fact
-    # used to cost two changelog records, which were most of this agent's cost).
+    # Facts come keyed by practice and type, so a batch holds many of each: one changelog
+    # record per row and batch, where a write per fact would cost one per fact.
     async for batch in stream.take_events(settings.metrics_batch, within=settings.metrics_within):
         _aggregate(batch)  # an error exits the worker (streams/app.crash_only)
 

@@ -92,8 +92,8 @@ async def route_requests(stream: Any) -> None:
     # Settings and known failures first: a request routed before them would use defaults.
     await practice_cache.ready.wait()
     await failed_numbers_cache.ready.wait()
-    # A batch at a time: the decisions of a batch are made durable with one flush, which is
-    # what each message used to wait for on its own (a broker round trip each).
+    # A batch at a time: the decisions of a batch are made durable with one flush (a broker
+    # round trip), not one flush per message.
     async for batch in stream.take_events(settings.route_batch, within=settings.route_within):
         await _route(batch)  # an error exits the worker (streams/app.crash_only)
 
