@@ -256,8 +256,7 @@ def sum_types(by_type: dict[str, Any]) -> dict[str, Any]:
     period by period (horizons or days), count by count."""
     summed: dict[str, Any] = {}
     for key, by_period in by_type.items():
-        parts = key.split("|")
-        practice = summed.setdefault(f"{parts[0]}|{parts[1]}", {})
+        practice = summed.setdefault(key.rsplit("|", 1)[0], {})  # arm|ods, whatever ods holds
         for period, row in by_period.items():
             total = practice.setdefault(period, [0] * len(row))
             for i, n in enumerate(row):

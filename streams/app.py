@@ -228,8 +228,12 @@ class JsonRows:
         value = self.raw.pop(key, None)
         return default if value is None else json.loads(value)
 
+    def keys(self) -> list[str]:
+        """A snapshot: safe to hold across an await while the table changes."""
+        return list(self.raw.keys())
+
     def items(self) -> Iterator[tuple[str, Any]]:
-        for key, value in self.raw.items():
+        for key, value in list(self.raw.items()):  # a snapshot, for the same reason
             yield key, json.loads(value)
 
 

@@ -11,6 +11,7 @@ plus the stated window (``APPFIRST_KEEP_SETTLED_SECONDS``), not every message ev
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from appfirst.streams.app import (
 )
 
 # A row -> (the changelog partition it was written to, its end or None: keep for now).
+SYNC_YIELD_EVERY = 5000
 EndOf = Callable[[Any], tuple[int, float | None]]
 
 
@@ -43,6 +45,7 @@ class Retained:
         default_factory=lambda: EndIndex(grain=settings.retention_interval_seconds)
     )
     indexed: set[int] = field(default_factory=set)
+    revoked: set[int] = field(default_factory=set)  # since the last _sync began
 
     def note(self, key: str, row: Any) -> None:
         """After a write of ``row`` under ``key``: index when it ends."""
@@ -52,23 +55,39 @@ class Retained:
         """``note`` for a writer that already knows the row's partition and end."""
         self.index.note(partition, sys.intern(key), end)  # the table's own copy of the key
 
-    def _sync(self, owned: set[int]) -> set[int]:
+    async def _sync(self) -> None:
+        """Index the rows of newly owned partitions from the (recovered) table."""
+        owned = owned_partitions(self.topic)
         for partition in self.indexed - owned:
             self.index.drop(partition)
         self.indexed &= owned
         new = owned - self.indexed
-        if new:
-            for key, row in list(self.table.items()):
+        if not new:
+            return
+        self.revoked.clear()
+        # Row by row from a snapshot of the keys, yielding now and then: a table of millions
+        # of rows must not hold the loop (and the group's heartbeat) while it is indexed.
+        for n, key in enumerate(list(self.table.keys()), start=1):
+            row = self.table.get(key)
+            if row is not None:
                 partition, end = self.end_of(row)
                 if partition in new:
-                    self.index.note(partition, key, end)
-            self.indexed |= new
-        return owned
+                    self.mark(key, partition, end)
+            if n % SYNC_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        # One revoked meanwhile (and perhaps recovered again since the keys were taken) is
+        # indexed afresh next time.
+        self.indexed |= (new - self.revoked) & owned_partitions(self.topic)
 
-    def prune(self, now: float) -> int:
+    async def prune(self, now: float) -> int:
         """Delete the owned rows whose end has passed; how many went."""
+        await self._sync()
+        if not tables_ready():
+            return 0  # a rebalance began while indexing: next time
         deleted = 0
-        for partition in self._sync(owned_partitions(self.topic)):
+        # Ownership as it is now, and no await below: a row of a partition another worker
+        # has taken over is never deleted from here.
+        for partition in self.indexed & owned_partitions(self.topic):
             for key in self.index.pop_due(partition, now):
                 row = self.table.get(key)
                 if row is None:
@@ -104,6 +123,7 @@ async def _on_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
         for partition in {tp.partition for tp in revoked if tp.topic == name}:
             retained.index.drop(partition)
             retained.indexed.discard(partition)
+            retained.revoked.add(partition)
 
 
 @app.timer(interval=settings.retention_interval_seconds)  # type: ignore[untyped-decorator]
@@ -112,7 +132,7 @@ async def prune() -> None:
         return  # a half-recovered table: its rows would be indexed short
     now = clock.now().timestamp()
     for retained in _retained:
-        deleted = retained.prune(now)
+        deleted = await retained.prune(now)
         if deleted:
             telemetry.rows_deleted.labels(retained.name).inc(deleted)
         telemetry.table_rows.labels(retained.name).set(len(retained.table))

@@ -91,6 +91,7 @@ def test_demo_runs_the_whole_pipeline(demo_run: DemoRun) -> None:
     assert "Treatment against control" in page and page.count("<svg") >= 5
 
 
+@pytest.mark.xdist_group("demo")  # not beside the shared run: its rates depend on load
 def test_ctrl_c_leaves_nothing_behind() -> None:
     proc = _demo("--messages", "3000", "--seconds", "60")
     assert proc.stdout is not None

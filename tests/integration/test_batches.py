@@ -90,9 +90,16 @@ async def answered(port: int, path: str, done: Any, timeout: float = 30) -> Any:
     """The endpoint's JSON answer once ``done`` holds for it (or the last one)."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + timeout
+    answer: Any = None
     while True:
-        answer = (await get(port, path)).json()
-        if done(answer) or loop.time() > give_up:
+        try:
+            answer = (await get(port, path)).json()
+        except (httpx.TransportError, ValueError):
+            pass  # the worker is still coming back
+        else:
+            if done(answer):
+                return answer
+        if loop.time() > give_up:
             return answer
         await asyncio.sleep(0.2)
 
