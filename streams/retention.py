@@ -28,8 +28,9 @@ from appfirst.streams.app import (
     tables_ready,
 )
 
-# A row -> (the changelog partition it was written to, its end or None: keep for now).
+# Rows indexed between two yields to the loop when a partition is taken over.
 SYNC_YIELD_EVERY = 5000
+# A row -> (the changelog partition it was written to, its end or None: keep for now).
 EndOf = Callable[[Any], tuple[int, float | None]]
 
 
