@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from appfirst.codecs import Decoder
-from appfirst.topics.models import Fallback
+from appfirst.topics.models import Dispatch, Fallback
 
 from .harness import Bench, cpu_seconds, end_offsets, partitions, rss_bytes, wait_caught_up
 from .loads import Traffic, paced_requests, pending_dispatches, recorded_day
@@ -32,6 +34,7 @@ WORKER_TOPICS = (
     "metric-facts",
     "practice-stats",
 )
+_dispatch = Decoder(Dispatch)
 SETUP_TOPICS = ("practice-settings", "eligibility")
 LOAD_TOPICS = ("send-requests", "delivery-receipts", "read-receipts", "responses")
 
@@ -101,6 +104,82 @@ async def bare(broker: str, workdir: Path, traffic: Traffic) -> dict[str, Any]:
         return {"events": events, "seconds": seconds, "events_per_second": events / seconds}
     finally:
         bench.stop_all()
+
+
+async def routing(broker: str, workdir: Path, traffic: Traffic, rounds: int = 3) -> dict[str, Any]:
+    """Routing alone: the same send requests through appfirst's router (its agents only,
+    ``bench/routing_worker.py``) and through a straightforward Faust router
+    (``bench/plain_router.py``), each timed from the first request produced to the last
+    dispatch on ``dispatches``. The two take turns, ``rounds`` times each, and the ratio is
+    of their medians: one run each moves by some 5% with what else the machine does."""
+    ours: list[dict[str, Any]] = []
+    plain: list[dict[str, Any]] = []
+    for i in range(rounds):
+        ours.append(
+            await _route_only(
+                broker, workdir, traffic, f"route{i}.", "bench.routing_worker", "worker"
+            )
+        )
+        plain.append(
+            await _route_only(broker, workdir, traffic, f"plain{i}.", "bench.plain_router", "plain")
+        )
+    decided = {json.dumps(r["dispatches_by_channel"]) for r in ours + plain}
+    if len(decided) != 1:
+        raise RuntimeError(f"the two routers decided differently: {sorted(decided)}")
+    ours_rate = statistics.median(r["messages_per_second"] for r in ours)
+    plain_rate = statistics.median(r["messages_per_second"] for r in plain)
+    return {
+        "messages": ours[0]["messages"],
+        "dispatches_by_channel": ours[0]["dispatches_by_channel"],
+        "appfirst_per_second": ours_rate,
+        "plain_per_second": plain_rate,
+        "ratio": ours_rate / plain_rate,
+        "appfirst": ours,
+        "plain": plain,
+    }
+
+
+async def _route_only(
+    broker: str, workdir: Path, traffic: Traffic, prefix: str, module: str, group: str
+) -> dict[str, Any]:
+    bench = Bench(broker, prefix, workdir)
+    requests = traffic.topics["send-requests"]
+    try:
+        await bench.create_topics()
+        await _load(bench, traffic, SETUP_TOPICS)
+        proc = bench.start_module(module, f"{prefix}log")
+        await wait_caught_up(bench.settings, f"{prefix}{group}", SETUP_TOPICS, timeout=120)
+        before = sum((await _end_offsets(bench, "dispatches")).values())
+        cpu0 = cpu_seconds(proc.pid)
+        start = time.perf_counter()
+        await bench.produce("send-requests", requests)
+        end = await _until_records(bench, "dispatches", before + len(requests), timeout=900)
+        seconds = end - start
+        cpu = cpu_seconds(proc.pid) - cpu0
+        channels: dict[str, int] = {}
+        for record in await _read_new(bench, "dispatches", len(requests), timeout=120):
+            channel = _dispatch.decode(record.value).channel
+            channels[channel] = channels.get(channel, 0) + 1
+        return {
+            "messages": len(requests),
+            "seconds": seconds,
+            "messages_per_second": len(requests) / seconds,
+            "worker_cpu_seconds": cpu,
+            # The same decisions both ways, or the comparison is not of the same routing.
+            "dispatches_by_channel": dict(sorted(channels.items())),
+        }
+    finally:
+        bench.stop_all()
+
+
+async def _until_records(bench: Bench, topic: str, want: int, timeout: float) -> float:
+    """perf_counter() time at which ``topic`` held ``want`` records."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if sum((await _end_offsets(bench, topic)).values()) >= want:
+            return time.perf_counter()
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{topic}: fewer than {want} records after {timeout:.0f} s")
 
 
 def now() -> datetime:

@@ -33,7 +33,7 @@ from appfirst.jobs.batch_upload import Request, Summary, prepare
 from appfirst.rules.batch import NON_CONTACTABLE_HEADER, BatchFileError, parse_period
 from appfirst.streams.app import app, clock, settings
 from appfirst.streams.broadcast import BroadcastTable
-from appfirst.streams.contactability import failed_recently
+from appfirst.streams.failed_numbers import failed_recently
 from appfirst.streams.io import durable, encode, send, send_acknowledged
 from appfirst.streams.router import practice_cache
 from appfirst.streams.topics import batches

@@ -2,27 +2,23 @@
 
 An SMS failure receipt (permanent or temporary) is joined back to the number its message
 went to, via a table of message_id -> number fingerprint fed by ``dispatches``; the failure
-is re-keyed by fingerprint onto ``failed-numbers`` and kept in a broadcast table that every
-worker reads whole. Fingerprints are keyed hashes: no phone number is held here.
+is re-keyed by fingerprint onto ``failed-numbers``, which every worker reads whole
+(``streams/failed_numbers.py``). Fingerprints are keyed hashes: no phone number is held here.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
 from typing import Any
 
-from appfirst.rules.contact import number_fingerprint
-from appfirst.streams.app import agent, app, clock, json_rows, settings
-from appfirst.streams.broadcast import BroadcastTable
+from appfirst.streams.app import agent, json_rows
+from appfirst.streams.failed_numbers import fingerprint
 from appfirst.streams.io import decode, send, short_topic
 from appfirst.streams.retention import keep_until, retain
 from appfirst.streams.topics import contactability_source, failed_numbers
-from appfirst.topics.catalogue import FAILED_NUMBERS
 from appfirst.topics.models import DeliveryReceipt, Dispatch
 
 FAILURES = frozenset({"permanent_failure", "temporary_failure"})
-_KEY = settings.number_hash_key.get_secret_value().encode()
 
 # message_id -> {"n": fingerprint of the number its SMS (or fallback SMS) goes to,
 #                "f": time of its failure, "p": changelog partition, "end": epoch}
@@ -30,33 +26,6 @@ _KEY = settings.number_hash_key.get_secret_value().encode()
 # 72 h of retries, after which no failure receipt comes) for the half it lacks.
 sms_numbers = json_rows("sms-numbers")
 sms_rows = retain("sms-numbers", sms_numbers, "dispatches", lambda row: (row["p"], row["end"]))
-
-
-def _latest(_: str, value: bytes, current: datetime | None) -> datetime | None:
-    failed_at = datetime.fromisoformat(json.loads(value)["failed_at"])
-    return failed_at if current is None or failed_at > current else None
-
-
-# fingerprint -> time of the latest failure, on every worker
-failed_numbers_cache: BroadcastTable[datetime] = BroadcastTable(
-    settings, settings.topic(FAILED_NUMBERS), _latest
-)
-
-
-@app.task  # type: ignore[untyped-decorator]
-async def follow_failed_numbers() -> None:
-    await failed_numbers_cache.run()
-
-
-def fingerprint(e164: str) -> str:
-    return number_fingerprint(e164, _KEY)
-
-
-def failed_recently(e164: str) -> bool:
-    failed_at = failed_numbers_cache.get(fingerprint(e164))
-    if failed_at is None:
-        return False
-    return clock.now() - failed_at <= timedelta(days=settings.likely_to_fail_days)
 
 
 async def _observe(event: Any) -> tuple[str, str, str] | None:

@@ -42,7 +42,7 @@ broker_reachable = CachedCheck(
 
 def _broadcast_tables_loaded() -> bool:
     # Imported here: a dispatcher-only process must not load the router's agents.
-    from appfirst.streams.contactability import failed_numbers_cache
+    from appfirst.streams.failed_numbers import failed_numbers_cache
     from appfirst.streams.router import practice_cache
 
     return practice_cache.ready.is_set() and failed_numbers_cache.ready.is_set()

@@ -27,7 +27,7 @@ from appfirst.streams.app import (
     table,
 )
 from appfirst.streams.broadcast import BroadcastTable
-from appfirst.streams.contactability import failed_numbers_cache, failed_recently
+from appfirst.streams.failed_numbers import failed_numbers_cache, failed_recently
 from appfirst.streams.io import count_in, decode, durable, encode, log, reject, send
 from appfirst.streams.retention import keep_until, retain
 from appfirst.streams.topics import (

@@ -33,11 +33,8 @@ ROLES = {
 }
 
 
-def load(role: str) -> list[ModuleType]:
-    return [importlib.import_module(f"appfirst.streams.{name}") for name in ROLES[role]]
-
-
-AGENT_MODULES = load(settings.role)
+def load(modules: tuple[str, ...]) -> list[ModuleType]:
+    return [importlib.import_module(f"appfirst.streams.{name}") for name in modules]
 
 
 class Worker(faust.Worker):
@@ -48,10 +45,12 @@ class Worker(faust.Worker):
         taskdump.dump_tasks()
 
 
-def run() -> None:
+def run(modules: tuple[str, ...] | None = None) -> None:
+    """Run a worker with the agents of ``modules`` (default: those of its role)."""
     from appfirst.admin import ensure_topics
     from appfirst.providers import factory
 
+    load(ROLES[settings.role] if modules is None else modules)
     factory.check(settings)  # bad provider credentials stop the worker here, not per send
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
