@@ -10,7 +10,7 @@ import os
 import sys
 import types
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -235,6 +235,23 @@ class JsonRows:
     def items(self) -> Iterator[tuple[str, Any]]:
         for key, value in list(self.raw.items()):  # a snapshot, for the same reason
             yield key, json.loads(value)
+
+
+# Rows read between two yields to the loop when a table is read whole.
+YIELD_EVERY = 5000
+
+
+async def each_row(table: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """Every row of ``table``, each read as it is now from a snapshot of the keys (a row
+    deleted since is skipped), yielding to the loop every ``YIELD_EVERY`` rows: indexing a
+    table of millions of rows on taking over partitions must not hold the loop, and with
+    it the group's heartbeat, past the session timeout (a rebalance loop, and no sweep)."""
+    for n, key in enumerate(list(table.keys()), start=1):
+        row = table.get(key)
+        if row is not None:
+            yield key, row
+        if n % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
 
 
 def json_rows(name: str, *, worker_group_changelog: bool = False) -> JsonRows:

@@ -11,7 +11,6 @@ plus the stated window (``APPFIRST_KEEP_SETTLED_SECONDS``), not every message ev
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,13 +22,12 @@ from appfirst.streams.app import (
     acting_for_partition,
     app,
     clock,
+    each_row,
     owned_partitions,
     settings,
     tables_ready,
 )
 
-# Rows indexed between two yields to the loop when a partition is taken over.
-SYNC_YIELD_EVERY = 5000
 # A row -> (the changelog partition it was written to, its end or None: keep for now).
 EndOf = Callable[[Any], tuple[int, float | None]]
 
@@ -66,16 +64,10 @@ class Retained:
         if not new:
             return
         self.revoked.clear()
-        # Row by row from a snapshot of the keys, yielding now and then: a table of millions
-        # of rows must not hold the loop (and the group's heartbeat) while it is indexed.
-        for n, key in enumerate(list(self.table.keys()), start=1):
-            row = self.table.get(key)
-            if row is not None:
-                partition, end = self.end_of(row)
-                if partition in new:
-                    self.mark(key, partition, end)
-            if n % SYNC_YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        async for key, row in each_row(self.table):
+            partition, end = self.end_of(row)
+            if partition in new:
+                self.mark(key, partition, end)
         # One revoked meanwhile (and perhaps recovered again since the keys were taken) is
         # indexed afresh next time.
         self.indexed |= (new - self.revoked) & owned_partitions(self.topic)

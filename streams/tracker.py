@@ -31,6 +31,7 @@ from appfirst.streams.app import (
     app,
     clock,
     deadlines,
+    each_row,
     fault_point,
     owned_partitions,
     settings,
@@ -76,8 +77,10 @@ _watermarks: dict[tuple[str, int], float] = {}
 # Fallbacks this process has emitted and not yet seen come back: re-emitted after a while
 # in case the send was lost (the dispatcher's ledger absorbs any duplicate).
 _emitted: dict[str, tuple[int, float]] = {}
-# Partitions whose deadlines have been indexed from the recovered table.
+# Partitions whose deadlines have been indexed from the recovered table, and those revoked
+# since the last indexing began.
 _indexed: set[int] = set()
+_revoked: set[int] = set()
 REEMIT_AFTER_SECONDS = 30.0
 
 
@@ -184,14 +187,16 @@ def _progress(partition: int) -> list[InputProgress]:
     return result
 
 
-def _rebuild(partitions: set[int]) -> None:
-    """Index the owed deadlines of newly owned partitions from the recovered table."""
-    for message_id, raw in list(deadline_table.items()):
+async def _rebuild(partitions: set[int]) -> None:
+    """Index the owed deadlines of newly owned partitions from the recovered table, a row
+    at a time and yielding now and then (``each_row``): the table holds every settled row
+    of its keep window too, millions on a national worker. Rows the agent writes meanwhile
+    index themselves; a row read here is read as it is now, so the two agree."""
+    async for message_id, raw in each_row(deadline_table):
         state = rules.TrackState.decode(raw)
         if state.partition in partitions:
-            index.update(state.partition, message_id, _due_ts(state))
-    for partition in partitions:
-        index.own(partition)
+            # The table's copy of a recovered key, shared with the index from here on.
+            index.update(state.partition, sys.intern(message_id), _due_ts(state))
 
 
 def _forget(partitions: set[int]) -> None:
@@ -211,24 +216,37 @@ def _forget(partitions: set[int]) -> None:
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]
 async def _on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
     name = settings.topic("dispatches")
-    _forget({tp.partition for tp in revoked if tp.topic == name})
+    partitions = {tp.partition for tp in revoked if tp.topic == name}
+    _forget(partitions)
+    _revoked.update(partitions)
 
 
-def _sync_ownership() -> set[int]:
+async def _sync_ownership() -> set[int]:
+    """Index newly owned partitions; the partitions owned and indexed now."""
     owned = _owned_partitions()
     _forget(_indexed - owned)
     new = owned - _indexed
     if new:
-        _rebuild(new)
-        _indexed.update(new)
-    return owned
+        _revoked.clear()
+        await _rebuild(new)
+        # One revoked while it was indexed (and perhaps assigned again since, its table
+        # recovered afresh) is indexed again next time, from nothing.
+        done = (new - _revoked) & _owned_partitions()
+        for partition in new - done:
+            index.drop(partition)
+        for partition in done:
+            index.own(partition)
+        _indexed.update(done)
+    return _indexed & _owned_partitions()
 
 
 @app.timer(interval=settings.sweep_interval_seconds)  # type: ignore[untyped-decorator]
 async def sweep() -> None:
     if not tables_ready():
         return  # the table may be half-recovered: sweeping now could fire early or twice
-    owned = _sync_ownership()
+    owned = await _sync_ownership()
+    if not tables_ready():
+        return  # a rebalance began while partitions were indexed: next time
     now = clock.now().timestamp()
     for message_id, (partition, sent_at) in list(_emitted.items()):
         if time.monotonic() - sent_at > REEMIT_AFTER_SECONDS and partition in owned:
