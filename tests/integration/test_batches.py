@@ -121,6 +121,25 @@ async def latest_status(stack: Any, batch_id: str, done: Any, timeout: float) ->
     return next(e for e in reversed(mine) if done(e))  # type: ignore[no-any-return]
 
 
+async def _uncounted(stack: Any, batch_id: str) -> str:
+    """Where each of the batch's messages with no outcome on ``batch-progress`` stopped: for
+    a failure message, so that a stuck count names its messages."""
+    counted = {
+        json.loads(r.value)["message_id"] for r in await stack.read_records("batch-progress")
+    }
+    stages: dict[str, list[str]] = {}
+    for topic in ("dispatches", "send-outcomes", "delivery-receipts", "message-status"):
+        for r in await stack.read_records(topic):
+            key = (r.key or b"").decode()
+            if key.startswith(batch_id) and key not in counted:
+                stages.setdefault(key, []).append(f"{topic}@{r.partition}:{r.offset}")
+    refs = await sent_to(stack, batch_id)
+    return "uncounted: " + "; ".join(
+        f"{mid} {where} sent={refs.get(mid, {}).get('calls', 0)}"
+        for mid, where in sorted(stages.items())[:10]
+    )
+
+
 async def sent_to(stack: Any, prefix: str) -> dict[str, Any]:
     refs: dict[str, Any] = (await stack.sends(references=True))["references"]
     return {r: v for r, v in refs.items() if r.startswith(prefix)}
@@ -200,9 +219,12 @@ async def test_the_batch_scenario_of_the_issue(stack_factory: Any) -> None:
                 json={"message_id": f"{batch_id}.{seq:06d}"},
             )
             assert saved.status_code == 202
-    final = await latest_status(
-        stack, batch_id, lambda e: e.status == "done" and e.saved == 3, timeout=120
-    )
+    try:
+        final = await latest_status(
+            stack, batch_id, lambda e: e.status == "done" and e.saved == 3, timeout=120
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {await _uncounted(stack, batch_id)}") from exc
     sent = await sent_to(stack, batch_id)
     if len(sent) != len(good):
         wanted = {f"{batch_id}.{seq:06d}" for seq in range(len(good))}
