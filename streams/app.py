@@ -20,6 +20,7 @@ from faust.streams import _current_event
 
 from appfirst.clock import Clock, WallClock
 from appfirst.settings import get_settings
+from appfirst.streams.producer import DrainableProducer
 from appfirst.streams.rewind import AckedStream, RewindingTransport
 
 settings = get_settings()
@@ -31,11 +32,16 @@ deadlines = settings.deadlines()
 GROUP = "dispatcher" if settings.role == "dispatcher" else "worker"
 
 
+class Transport(RewindingTransport):
+    Producer = DrainableProducer
+
+
 class App(faust.App):
     def _new_transport(self) -> Any:
         # Faust's own Kafka transport, with a consumer that re-reads skipped records
-        # (streams/rewind.py).
-        return RewindingTransport(self.conf.broker_consumer, self)
+        # (streams/rewind.py) and a producer whose buffer can be drained
+        # (streams/producer.py).
+        return Transport(self.conf.broker_consumer, self)
 
 
 app = App(
