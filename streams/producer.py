@@ -1,12 +1,14 @@
-"""Faust's producer, with a buffer that can say when everything written has left it.
+"""Faust's producer, with a buffer that can say when what was written before a moment has
+left it.
 
 Table writes go to the changelog through Faust's producer buffer (``send_soon``), which a
-task hands to aiokafka one record at a time. Faust's own ``flush`` gives up as soon as no
-record has left the buffer for 0.1 s (``ProducerBuffer.flush_atmost``), and on a starved
-loop it returns with records still queued: a decision written to ``routed`` would then not
-be durable when ``durable()`` returns, and the dispatch sent after it could reach Kafka
-first. ``drain`` waits until the buffer is empty and its task holds no record, then
-flushes aiokafka, which waits for every record handed to it.
+task hands to aiokafka one record at a time, in order. Faust's own ``flush`` gives up as
+soon as no record has left the buffer for 0.1 s (``ProducerBuffer.flush_atmost``), so on a
+starved loop it returns with records still queued: a decision written to ``routed`` would
+then not be durable when ``durable()`` returns, and the dispatch sent after it could reach
+Kafka first. ``drain`` waits until every record put before it was called has been handed to
+aiokafka, then flushes aiokafka, which waits for every record handed to it. Records other
+agents write meanwhile are not waited for.
 """
 
 from __future__ import annotations
@@ -17,27 +19,31 @@ from typing import Any
 from faust.transport.drivers import aiokafka as driver
 from faust.transport.producer import ProducerBuffer
 
-# Between two looks at a buffer that is not empty yet: its task needs the loop to run.
-DRAIN_POLL_SECONDS = 0.01
-
 
 class DrainableBuffer(ProducerBuffer):
-    """Counts the record its task has taken from the queue but not yet handed to aiokafka
-    (``size`` counts only the queue)."""
+    """Numbers the records put and those handed on: both in queue order."""
 
-    in_flight = 0
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.queued = 0  # records put, ever
+        self.handed = 0  # records handed to aiokafka, ever
+        self.handed_one = asyncio.Event()
+
+    def put(self, fut: Any) -> None:
+        super().put(fut)
+        self.queued += 1
 
     async def _send_pending(self, fut: Any) -> None:
-        # Runs from the moment the task takes the record, before any await.
-        self.in_flight += 1
-        try:
-            await super()._send_pending(fut)
-        finally:
-            self.in_flight -= 1
+        await super()._send_pending(fut)
+        # Not on failure: the buffer's task then ends, and whoever drains times out.
+        self.handed += 1
+        self.handed_one.set()
 
-    @property
-    def drained(self) -> bool:
-        return self.size == 0 and self.in_flight == 0
+    async def handed_up_to(self, mark: int) -> None:
+        """Until the first ``mark`` records put have been handed to aiokafka."""
+        while self.handed < mark:
+            self.handed_one.clear()
+            await self.handed_one.wait()
 
 
 class DrainableProducer(driver.Producer):
@@ -53,8 +59,9 @@ class DrainableProducer(driver.Producer):
 async def drain(producer: Any) -> None:
     """Every record written so far (table writes included) acknowledged by the broker."""
     buffer = producer.buffer
-    while not buffer.drained:
-        await buffer.flush()
-        if not buffer.drained:
-            await asyncio.sleep(DRAIN_POLL_SECONDS)
-    await producer.flush()
+    await buffer.handed_up_to(buffer.queued)
+    # aiokafka's own producer (Faust's ``flush`` would also wait on the buffer, for the
+    # records other agents write meanwhile).
+    kafka = producer._producer
+    if kafka is not None:
+        await kafka.flush()

@@ -1,11 +1,11 @@
-"""The producer buffer that can say when it is empty (``streams/producer.py``): Faust's own
-flush returns once no record has left its buffer for 0.1 s, with records still in it."""
+"""The producer buffer that can say when what was written has left it
+(``streams/producer.py``): Faust's own flush returns once no record has left its buffer for
+0.1 s, with records still in it."""
 
 from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Callable
 from typing import Any
 
 from appfirst.streams.producer import DrainableBuffer
@@ -20,15 +20,7 @@ class SlowChannel:
 
     async def publish_message(self, fut: Any, wait: bool = False) -> None:
         await self.go.wait()
-        self.published.append(fut)
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    for _ in range(10_000):  # loop turns, not time: the buffer's task needs a few
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("never came true")
+        self.published.append(fut.n)
 
 
 def _buffer() -> DrainableBuffer:
@@ -37,36 +29,51 @@ def _buffer() -> DrainableBuffer:
     return buffer
 
 
-async def test_a_record_taken_from_the_queue_but_not_handed_on_is_not_drained() -> None:
+def _record(channel: SlowChannel, n: int) -> Any:
+    return types.SimpleNamespace(n=n, message=types.SimpleNamespace(channel=channel))
+
+
+async def test_faust_flush_returns_early_and_ours_waits_for_what_was_written() -> None:
     buffer = _buffer()
     channel = SlowChannel()
     await buffer.start()
     try:
-        buffer.put(types.SimpleNamespace(message=types.SimpleNamespace(channel=channel)))
-        await _until(lambda: buffer.size == 0)  # the buffer's task takes the record
-        # Faust's flush sees an empty queue and returns: the record is still on its way.
+        for n in range(3):
+            buffer.put(_record(channel, n))
+        # Nothing leaves within 0.1 s: Faust's flush gives up with every record still in.
         await buffer.flush()
-        assert not channel.published
-        assert buffer.in_flight == 1 and not buffer.drained
+        assert channel.published == []
+        drained = asyncio.create_task(buffer.handed_up_to(buffer.queued))
+        await asyncio.sleep(0)
+        assert not drained.done()
+        # Written after the drain began: not waited for.
+        buffer.put(_record(channel, 3))
         channel.go.set()
-        await _until(lambda: buffer.drained)
-        assert len(channel.published) == 1
+        await asyncio.wait_for(drained, 5)
+        assert channel.published[:3] == [0, 1, 2]
     finally:
+        channel.go.set()
         await buffer.stop()
 
 
-async def test_records_left_in_the_queue_are_not_drained() -> None:
+async def test_the_record_the_task_holds_is_waited_for() -> None:
     buffer = _buffer()
     channel = SlowChannel()
     await buffer.start()
     try:
-        for _ in range(3):
-            buffer.put(types.SimpleNamespace(message=types.SimpleNamespace(channel=channel)))
-        # Nothing leaves within 0.1 s: Faust's flush gives up with records queued.
-        await buffer.flush()
-        assert buffer.size >= 2 and not buffer.drained
+        buffer.put(_record(channel, 0))
+        for _ in range(100):  # loop turns: the buffer's task takes the record
+            if buffer.size == 0:
+                break
+            await asyncio.sleep(0)
+        assert buffer.size == 0 and buffer.handed == 0  # taken, not handed on
+        await buffer.flush()  # Faust's sees an empty queue and returns at once
+        drained = asyncio.create_task(buffer.handed_up_to(buffer.queued))
+        await asyncio.sleep(0.05)
+        assert not drained.done()
         channel.go.set()
-        await _until(lambda: buffer.drained)
-        assert len(channel.published) == 3
+        await asyncio.wait_for(drained, 5)
+        assert channel.published == [0]
     finally:
+        channel.go.set()
         await buffer.stop()
