@@ -16,7 +16,6 @@ from appfirst.codecs import Decoder, Encoder
 from appfirst.codecs.confluent import SchemaRegistry
 from appfirst.errors import DecodeError
 from appfirst.streams.app import app, clock, settings
-from appfirst.streams.producer import drain
 from appfirst.streams.topics import dead_letter
 from appfirst.topics.models import DeadLetter, Event
 
@@ -173,8 +172,7 @@ FLUSH_LIMIT_SECONDS = 45.0
 
 async def durable() -> None:
     """Wait until everything written so far, table writes included, is acknowledged by the
-    broker (``streams/producer.drain``: Faust's own flush can return before its buffer is
-    empty).
+    broker (``streams/producer.py``: Faust's own flush can return before its buffer is).
 
     Seen on the embedded broker after rebalances: a flush that never returns, holding its
     partition forever. A worker that cannot make its writes durable is of no use; it exits
@@ -182,7 +180,7 @@ async def durable() -> None:
     re-reads them from the last committed offset.
     """
     try:
-        await asyncio.wait_for(drain(app.producer), FLUSH_LIMIT_SECONDS)
+        await asyncio.wait_for(app.producer.flush(), FLUSH_LIMIT_SECONDS)
     except TimeoutError:
         log.critical(
             "producer flush took over %.0f s: exiting so the group can rebalance",

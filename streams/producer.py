@@ -1,23 +1,28 @@
-"""Faust's producer, with a buffer that can say when what was written before a moment has
-left it.
+"""Faust's producer, whose flush returns only once what was written before it has left
+Faust's buffer.
 
 Table writes go to the changelog through Faust's producer buffer (``send_soon``), which a
-task hands to aiokafka one record at a time, in order. Faust's own ``flush`` gives up as
-soon as no record has left the buffer for 0.1 s (``ProducerBuffer.flush_atmost``), so on a
-starved loop it returns with records still queued: a decision written to ``routed`` would
-then not be durable when ``durable()`` returns, and the dispatch sent after it could reach
-Kafka first. ``drain`` waits until every record put before it was called has been handed to
-aiokafka, then flushes aiokafka, which waits for every record handed to it. Records other
-agents write meanwhile are not waited for.
+task hands to aiokafka one record at a time, in order. Faust's own flush gives up as soon
+as no record has left the buffer for 0.1 s (``ProducerBuffer.flush_atmost``), so on a
+starved loop it returns with records still queued. Faust flushes before it commits
+offsets, and ``durable()`` flushes before a decision is acted on: either could then run
+ahead of a table write, and a crash would lose the write (a deadline, a routing decision)
+while its event is never read again. ``DrainableProducer.flush`` first waits until every
+record put in the buffer before it was called has been handed to aiokafka; Faust's flush
+then flushes aiokafka, which waits for every record handed to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from faust.transport.drivers import aiokafka as driver
 from faust.transport.producer import ProducerBuffer
+
+# How often a wait on a stopping buffer looks again: its task hands nothing on once it stops.
+STOP_CHECK_SECONDS = 0.5
 
 
 class DrainableBuffer(ProducerBuffer):
@@ -35,15 +40,17 @@ class DrainableBuffer(ProducerBuffer):
 
     async def _send_pending(self, fut: Any) -> None:
         await super()._send_pending(fut)
-        # Not on failure: the buffer's task then ends, and whoever drains times out.
+        # Not on failure: the buffer's task then ends, and the flush is left to Faust's.
         self.handed += 1
         self.handed_one.set()
 
     async def handed_up_to(self, mark: int) -> None:
-        """Until the first ``mark`` records put have been handed to aiokafka."""
-        while self.handed < mark:
+        """Until the first ``mark`` records put have been handed to aiokafka, or the buffer
+        is stopping."""
+        while self.handed < mark and not self.should_stop:
             self.handed_one.clear()
-            await self.handed_one.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.handed_one.wait(), STOP_CHECK_SECONDS)
 
 
 class DrainableProducer(driver.Producer):
@@ -51,17 +58,11 @@ class DrainableProducer(driver.Producer):
         super().__init__(*args, **kwargs)
         # Replaced before the producer starts, which is when the buffer becomes its
         # dependency and its task starts.
-        buffer = DrainableBuffer(loop=self.loop, beacon=self.beacon)
-        buffer.app = self.app
-        self.buffer = buffer
+        self.drainable = DrainableBuffer(loop=self.loop, beacon=self.beacon)
+        self.drainable.app = self.app
+        self.buffer = self.drainable
 
-
-async def drain(producer: Any) -> None:
-    """Every record written so far (table writes included) acknowledged by the broker."""
-    buffer = producer.buffer
-    await buffer.handed_up_to(buffer.queued)
-    # aiokafka's own producer (Faust's ``flush`` would also wait on the buffer, for the
-    # records other agents write meanwhile).
-    kafka = producer._producer
-    if kafka is not None:
-        await kafka.flush()
+    async def flush(self) -> None:
+        buffer = self.drainable
+        await buffer.handed_up_to(buffer.queued)
+        await super().flush()

@@ -77,3 +77,15 @@ async def test_the_record_the_task_holds_is_waited_for() -> None:
     finally:
         channel.go.set()
         await buffer.stop()
+
+
+async def test_a_stopping_buffer_is_not_waited_for() -> None:
+    buffer = _buffer()
+    channel = SlowChannel()
+    await buffer.start()
+    buffer.put(_record(channel, 0))
+    drained = asyncio.create_task(buffer.handed_up_to(buffer.queued))
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(buffer.stop())
+    channel.go.set()  # lets the stop (which flushes) and the wait end
+    await asyncio.wait_for(asyncio.gather(drained, stopping), 5)
