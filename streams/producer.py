@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from typing import Any
 
 from faust.transport.drivers import aiokafka as driver
@@ -23,6 +25,12 @@ from faust.transport.producer import ProducerBuffer
 
 # How often a wait on a stopping buffer looks again: its task hands nothing on once it stops.
 STOP_CHECK_SECONDS = 0.5
+# As long as durable() waits (streams/io.py): a buffer that hands nothing on for that long
+# has a broker that takes no writes. The worker exits crash-only (code 70, as an agent that
+# fails) rather than let Faust commit offsets past writes still in the buffer.
+HAND_ON_LIMIT_SECONDS = 45.0
+EXIT_CRASH_ONLY = 70
+_log = logging.getLogger("appfirst.streams")
 
 
 class DrainableBuffer(ProducerBuffer):
@@ -64,5 +72,13 @@ class DrainableProducer(driver.Producer):
 
     async def flush(self) -> None:
         buffer = self.drainable
-        await buffer.handed_up_to(buffer.queued)
+        try:
+            await asyncio.wait_for(buffer.handed_up_to(buffer.queued), HAND_ON_LIMIT_SECONDS)
+        except TimeoutError:
+            _log.critical(
+                "table writes not handed to the broker in %.0f s: exiting before any offset "
+                "is committed past them",
+                HAND_ON_LIMIT_SECONDS,
+            )
+            os._exit(EXIT_CRASH_ONLY)
         await super().flush()
