@@ -100,8 +100,10 @@ async def test_metrics_cover_the_pipeline_and_no_label_names_a_patient(
         APPFIRST_CONSUMER_LAG_SECONDS="0.5",
     )
     await stack.start_simulator(send_callbacks=False)  # no read receipts: NHS App falls back
-    _, port = await stack.start_worker()
+    # Before the worker starts: a request routed before its practice's settings reach the
+    # worker's cache is routed with the defaults (SMS, integration off).
     await stack.publish("practice-settings", "MET01", practice("MET01"))
+    _, port = await stack.start_worker()
     reqs = [
         request(
             f"met-{i:03d}",
