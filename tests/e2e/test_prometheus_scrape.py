@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from appfirst.broker import EmbeddedBroker, free_port
+from appfirst.broker import EmbeddedBroker
+from appfirst.ports import free_port
 from appfirst.processes import stop
 from tests.integration.conftest import Stack
 from tests.integration.factories import app_user, practice, request

@@ -19,9 +19,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from appfirst.admin import ensure_topics
-from appfirst.broker import EmbeddedBroker, free_port
+from appfirst.broker import EmbeddedBroker
 from appfirst.codecs.avro import AvroSingleObjectCodec
 from appfirst.codecs.json_codec import JsonCodec
+from appfirst.ports import free_port, listens
 from appfirst.processes import kill, spawn, stop
 from appfirst.providers.auth import ensure_sandbox_key
 from appfirst.reader import read_until
@@ -136,6 +137,9 @@ class Stack:
                     raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
                 try:
                     if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        # Ready is said by whoever listens: it must be this worker.
+                        if listens(proc.pid, port) is False:
+                            raise RuntimeError(f"another process listens on port {port}")
                         return
                 except httpx.HTTPError:
                     pass

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from appfirst.broker import free_port
 from appfirst.errors import ProviderUnavailable, SendAbandoned, SentUnconfirmed, Unauthorised
+from appfirst.ports import free_port
 from appfirst.providers import factory
 from appfirst.providers.auth import ensure_sandbox_key, generate_private_key_pem
 from appfirst.providers.base import Outbound

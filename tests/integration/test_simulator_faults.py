@@ -14,8 +14,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from appfirst.broker import free_port
 from appfirst.errors import ProviderUnavailable, Unauthorised
+from appfirst.ports import free_port
 from appfirst.providers import factory
 from appfirst.providers.auth import SignedJwtAuth, notify_token
 from appfirst.providers.nhsapp import NhsAppClient

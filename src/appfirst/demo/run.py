@@ -23,13 +23,14 @@ from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from appfirst.broker import EmbeddedBroker, free_port
+from appfirst.broker import EmbeddedBroker
 from appfirst.demo.batch import final_status, run_batch
 from appfirst.demo.summary import Tally, expected_rate
 from appfirst.demo.summary import render as summary
 from appfirst.demo.traffic import Pilot
 from appfirst.jobs.eligibility_sync import sync
 from appfirst.jobs.reconcile import reconcile
+from appfirst.ports import free_port
 from appfirst.processes import spawn, stop
 from appfirst.providers.auth import ensure_sandbox_key
 from appfirst.providers.published_pilot import published_scenario
