@@ -89,3 +89,55 @@ async def test_a_stopping_buffer_is_not_waited_for() -> None:
     stopping = asyncio.create_task(buffer.stop())
     channel.go.set()  # lets the stop (which flushes) and the wait end
     await asyncio.wait_for(asyncio.gather(drained, stopping), 5)
+
+
+class SteadyChannel:
+    """A topic that takes each record after a short wait, as a busy producer does."""
+
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        await asyncio.sleep(0.002)
+        self.published.append(fut.n)
+
+
+async def test_a_flush_is_not_held_by_writes_made_after_it() -> None:
+    # Other agents keep writing (the dispatcher's lanes, the tracker): Faust's buffer flush
+    # waits until the buffer is empty, which a steady stream of writes never lets it be.
+    # A worker's router waited over two minutes so in one flush under load. Ours waits for
+    # what was written before it only.
+    from appfirst.streams.app import app
+
+    producer = app.producer
+    buffer = producer.drainable
+    channel = SteadyChannel()
+    await buffer.start()
+    writing = True
+
+    async def keep_writing() -> None:
+        n = 0
+        while writing:
+            buffer.put(_record(channel, n))
+            n += 1
+            await asyncio.sleep(0.001)
+
+    writer = asyncio.create_task(keep_writing())
+    try:
+        await asyncio.sleep(0.05)
+        mark = buffer.queued
+        await asyncio.wait_for(producer.flush(), 5)
+        assert len(channel.published) >= mark
+        assert channel.published[:mark] == list(range(mark))
+        try:
+            await asyncio.wait_for(buffer.flush(), 1.0)  # Faust's
+        except TimeoutError:
+            held = True
+        else:
+            held = False
+        assert held, "Faust's flush returned under steady writes: the test shows nothing"
+    finally:
+        writing = False
+        await writer
+        await asyncio.wait_for(producer.flush(), 30)  # empty, so that the stop may flush
+        await buffer.stop()
