@@ -29,7 +29,7 @@ demo: tree  ## the whole pipeline on the embedded broker, about two minutes
 # two share this 2-core machine well (each has its own broker). The tests that read the one
 # demo run are kept in one process (xdist_group "demo"), so that it runs once.
 test: tree  ## unit and integration tests (real embedded broker, real HTTP)
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 4 --dist loadgroup
 
 test-fast: tree  ## the unit tests only: no broker, no processes (under a minute)
 	$(BIN)/pytest -q tests/unit

@@ -19,6 +19,7 @@ RULE_TESTS = ROOT / "ops" / "prometheus" / "alerts_test.yml"
 PROMTOOL = shutil.which("promtool")
 REQUIRED_ALERTS = {
     "AppfirstConsumerLagGrowing",
+    "AppfirstConsumerStalled",
     "AppfirstFallbackLate",
     "AppfirstDeadLetters",
     "AppfirstProviderErrors",

@@ -129,13 +129,8 @@ async def test_a_flush_is_not_held_by_writes_made_after_it() -> None:
         await asyncio.wait_for(producer.flush(), 5)
         assert len(channel.published) >= mark
         assert channel.published[:mark] == list(range(mark))
-        try:
-            await asyncio.wait_for(buffer.flush(), 1.0)  # Faust's
-        except TimeoutError:
-            held = True
-        else:
-            held = False
-        assert held, "Faust's flush returned under steady writes: the test shows nothing"
+        # Not asserted beside it: that Faust's buffer flush is held meanwhile. It is, unless
+        # the loop is starved for 0.1 s (a loaded machine), when it returns at once.
     finally:
         writing = False
         await writer
