@@ -25,8 +25,8 @@ tree: $(STAMP)
 demo: tree  ## the whole pipeline on the embedded broker, about two minutes
 	$(BIN)/appfirst demo
 
-# Two test processes: the integration tests mostly wait on brokers, workers and timers, so
-# two share this 2-core machine well (each has its own broker). The tests that read the one
+# Four test processes: the integration tests mostly wait on brokers, workers and timers, so
+# four share this 2-core machine well (each has its own broker). The tests that read the one
 # demo run are kept in one process (xdist_group "demo"), so that it runs once.
 test: tree  ## unit and integration tests (real embedded broker, real HTTP)
 	$(BIN)/pytest -n 4 --dist loadgroup

@@ -36,7 +36,16 @@ from appfirst.streams.app import (
     table,
     tables_ready,
 )
-from appfirst.streams.io import decode, durable, encode, log, reject, send, short_topic
+from appfirst.streams.io import (
+    count_in,
+    decode,
+    durable,
+    encode,
+    log,
+    reject,
+    send,
+    short_topic,
+)
 from appfirst.streams.topics import batch_status, batches_source, send_requests
 from appfirst.topics.models import BATCH_PLAN_FIELDS, BatchEvent, BatchStatus, SendRequest
 
@@ -116,6 +125,7 @@ async def _count(event: Any) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         await reject(message, f"not a batch outcome: {exc}", "batches")
         return
+    count_in(event)
     adds = {"settled": 1}
     if outcome in ("delivered", "failed"):
         adds[outcome] = 1

@@ -54,12 +54,18 @@ async def refresh_consumer_lag() -> None:
     for tp, lag in telemetry.lags(owned, highwater, dict(committed), earliest).items():
         labels = (short_topic(tp.topic), str(tp.partition))
         telemetry.consumer_lag.labels(*labels).set(lag)
+        offset = committed.get(tp)
+        if offset is not None:
+            # Not for a partition never committed: with no earliest offset to count from,
+            # its lag may stand above 0 for good (records removed by retention).
+            telemetry.committed_offset.labels(*labels).set(offset)
         current.add(labels)
     for labels in _reported - current:
-        try:
-            telemetry.consumer_lag.remove(*labels)
-        except KeyError:
-            log.debug("lag series %s already gone", labels)
+        for gauge in (telemetry.consumer_lag, telemetry.committed_offset):
+            try:
+                gauge.remove(*labels)
+            except KeyError:
+                log.debug("series %s already gone", labels)
     _reported.clear()
     _reported.update(current)
 

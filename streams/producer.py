@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 from faust.transport.drivers import aiokafka as driver
 from faust.transport.producer import ProducerBuffer
@@ -49,7 +49,7 @@ class DrainableBuffer(ProducerBuffer):
 
     async def _send_pending(self, fut: Any) -> None:
         await super()._send_pending(fut)
-        # Not on failure: the buffer's task then ends, and the flush is left to Faust's.
+        # Not on failure: the buffer's task then ends (the flush sees it crashed).
         self.handed += 1
         self.handed_one.set()
 
@@ -65,23 +65,38 @@ class DrainableBuffer(ProducerBuffer):
 class DrainableProducer(driver.Producer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # The buffer's records are numbered where its own task hands them on; a threaded
+        # producer hands them on elsewhere, and every flush would wait for nothing.
+        if self.app.conf.producer_threaded:
+            raise RuntimeError("producer_threaded is not supported: see streams/producer.py")
         # Replaced before the producer starts, which is when the buffer becomes its
         # dependency and its task starts.
         self.drainable = DrainableBuffer(loop=self.loop, beacon=self.beacon)
         self.drainable.app = self.app
         self.buffer = self.drainable
+        self.undelivered = 0  # records aiokafka gave up on, ever
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        pending: Any = await super().send(*args, **kwargs)  # aiokafka's asyncio future
+        pending.add_done_callback(self._delivered)
+        return pending
+
+    def _delivered(self, pending: Any) -> None:
+        if pending.cancelled() or pending.exception() is not None:
+            self.undelivered += 1
 
     async def flush(self) -> None:
+        """Returns once every record written before it is acknowledged by the broker; exits
+        the worker crash-only (before any offset is committed past it) if one cannot be."""
         buffer = self.drainable
+        mark = buffer.queued
         try:
-            await asyncio.wait_for(buffer.handed_up_to(buffer.queued), HAND_ON_LIMIT_SECONDS)
+            await asyncio.wait_for(buffer.handed_up_to(mark), HAND_ON_LIMIT_SECONDS)
         except TimeoutError:
-            _log.critical(
-                "table writes not handed to the broker in %.0f s: exiting before any offset "
-                "is committed past them",
-                HAND_ON_LIMIT_SECONDS,
-            )
-            os._exit(EXIT_CRASH_ONLY)
+            _exit(f"table writes not handed to the broker in {HAND_ON_LIMIT_SECONDS:.0f} s")
+        if buffer.handed < mark and buffer.state == "crashed":
+            # Its task failed handing a record on: the rest will never leave it.
+            _exit("the producer buffer failed with table writes still in it")
         # aiokafka's flush waits for the batches it holds now. Faust's own flush would first
         # flush its buffer, which waits until the buffer is empty or 0.1 s passes with
         # nothing handed on: under other agents' steady writes that is never, and a
@@ -90,3 +105,13 @@ class DrainableProducer(driver.Producer):
             await self._producer.flush()
         for transactions in self._transaction_producers.values():
             await transactions.flush()
+        await asyncio.sleep(0)  # the records' own futures' callbacks (_delivered) run
+        if self.undelivered:
+            # aiokafka's flush does not raise for a batch it gave up on (after its retries):
+            # a table write or an output lost, whose event must be read again.
+            _exit(f"{self.undelivered} records not delivered to the broker")
+
+
+def _exit(reason: str) -> NoReturn:
+    _log.critical("%s: exiting before any offset is committed past them", reason)
+    os._exit(EXIT_CRASH_ONLY)

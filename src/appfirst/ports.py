@@ -5,8 +5,9 @@ A port is found free by binding to port 0 and closing; the child binds it later.
 gap another process (a second test process, the demo) can be handed the same port: one
 child then fails to bind, and whoever waits for the port finds the other's listener, so a
 test talks to a broker or worker that is not its own. A claims file, locked while read
-and written, keeps a port handed out for ``CLAIM_SECONDS``, long enough for any child to
-have bound it; after that the kernel itself no longer offers a port that is listened on.
+and written, keeps a port handed out for as long as the process it was handed to lives
+(a test restarts a killed worker on the same port, minutes later), and at most
+``CLAIM_SECONDS``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-CLAIM_SECONDS = 120.0
+CLAIM_SECONDS = 86_400.0
 ATTEMPTS = 50
 
 
@@ -29,20 +30,36 @@ def _claims_path() -> Path:
     return Path(tempfile.gettempdir()) / f"appfirst-ports-{os.getuid()}.json"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's: alive
+    return True
+
+
 @contextlib.contextmanager
-def _claims() -> Iterator[dict[str, float]]:
-    """The live claims (port -> when handed out), locked against other processes; what the
-    caller leaves in the dict is written back."""
+def _claims() -> Iterator[dict[str, list[float]]]:
+    """The live claims (port -> [pid it was handed to, when]), locked against other
+    processes; what the caller leaves in the dict is written back."""
     with open(_claims_path(), "a+", encoding="utf-8") as file:
         fcntl.flock(file, fcntl.LOCK_EX)
         try:
             file.seek(0)
             try:
-                held = {k: float(v) for k, v in json.loads(file.read() or "{}").items()}
-            except (ValueError, AttributeError):  # a file cut short: start again
-                held = {}
+                held = {
+                    k: [int(v[0]), float(v[1])] for k, v in json.loads(file.read() or "{}").items()
+                }
+            except (ValueError, AttributeError, TypeError, IndexError, KeyError):
+                held = {}  # a file cut short, or of another layout: start again
             now = time.time()
-            live = {port: at for port, at in held.items() if now - at < CLAIM_SECONDS}
+            live = {
+                port: claim
+                for port, claim in held.items()
+                if now - claim[1] < CLAIM_SECONDS and _alive(int(claim[0]))
+            }
             yield live
             file.seek(0)
             file.truncate()
@@ -59,12 +76,12 @@ def _unbound(host: str) -> int:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on and no process here was handed in the last two minutes."""
+    """A port nothing listens on and no live process here was handed."""
     with _claims() as live:
         for _ in range(ATTEMPTS):
             port = _unbound(host)
             if str(port) not in live:
-                live[str(port)] = time.time()
+                live[str(port)] = [os.getpid(), time.time()]
                 return port
     raise RuntimeError(f"no unclaimed port in {ATTEMPTS} tries")
 
@@ -88,9 +105,14 @@ def listens(pid: int, port: int) -> bool | None:
     if not Path("/proc/net/tcp").exists():
         return None
     wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
-    with contextlib.suppress(OSError):
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                if os.readlink(fd) in wanted:
-                    return True
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except PermissionError:
+        return None  # hidepid or ptrace limits: cannot be told
+    except OSError:
+        return False  # gone
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in wanted:
+                return True
     return False

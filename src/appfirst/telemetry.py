@@ -21,6 +21,13 @@ records_out = Counter(
     ["topic", "outcome"],
     registry=registry,
 )
+committed_offset = Gauge(
+    "appfirst_committed_offset",
+    "The group's committed offset (the next record to process) for each partition this "
+    "worker owns: a stalled partition is one whose lag is above 0 while this stands still",
+    ["topic", "partition"],
+    registry=registry,
+)
 consumer_lag = Gauge(
     "appfirst_consumer_lag",
     "Records not yet committed by this worker's group: end offset minus committed offset, "

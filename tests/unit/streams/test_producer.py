@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import types
-from typing import Any
+from typing import Any, NoReturn
 
+import pytest
+
+from appfirst.streams import producer as producer_module
 from appfirst.streams.producer import DrainableBuffer
 
 
@@ -136,3 +139,78 @@ async def test_a_flush_is_not_held_by_writes_made_after_it() -> None:
         await writer
         await asyncio.wait_for(producer.flush(), 30)  # empty, so that the stop may flush
         await buffer.stop()
+
+
+class Exited(Exception):
+    pass
+
+
+class FailingChannel:
+    """A topic whose second record cannot be handed on: the buffer's task fails."""
+
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        if fut.n == 1:
+            raise RuntimeError("cannot hand on")
+        self.published.append(fut.n)
+
+
+def _exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reasons: list[str] = []
+
+    def record(reason: str) -> NoReturn:
+        reasons.append(reason)
+        raise Exited(reason)
+
+    monkeypatch.setattr(producer_module, "_exit", record)
+    return reasons
+
+
+async def test_a_buffer_that_failed_with_writes_in_it_fails_the_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Faust's flush raised here ("Producer not Running"); ours must not return as if the
+    # writes were made: the commit after it would pass them.
+    from appfirst.streams.app import app
+
+    reasons = _exits(monkeypatch)
+    producer = app.producer
+    buffer = DrainableBuffer()
+    buffer.app = types.SimpleNamespace(conf=types.SimpleNamespace(producer_threaded=False))
+    monkeypatch.setattr(producer, "drainable", buffer)
+    channel = FailingChannel()
+    await buffer.start()
+    try:
+        for n in range(4):
+            buffer.put(_record(channel, n))
+        for _ in range(200):
+            if buffer.state == "crashed":
+                break
+            await asyncio.sleep(0.01)
+        assert buffer.state == "crashed"
+        with pytest.raises(Exited):
+            await asyncio.wait_for(producer.flush(), 5)
+        assert channel.published == [0]
+        assert reasons == ["the producer buffer failed with table writes still in it"]
+    finally:
+        with pytest.raises(RuntimeError, match="Producer not Running"):
+            await buffer.stop()  # Faust's flush on stop refuses too, records still in
+
+
+async def test_a_record_the_broker_never_took_fails_the_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiokafka's flush returns when a batch is given up on, without raising.
+    from appfirst.streams.app import app
+
+    reasons = _exits(monkeypatch)
+    producer = app.producer
+    monkeypatch.setattr(producer, "undelivered", 0)
+    given_up: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    given_up.set_exception(TimeoutError("batch expired"))
+    producer._delivered(given_up)
+    with pytest.raises(Exited):
+        await asyncio.wait_for(producer.flush(), 5)
+    assert reasons == ["1 records not delivered to the broker"]
