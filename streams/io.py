@@ -133,15 +133,29 @@ def _sent(topic: str, done: asyncio.Future[Any]) -> None:
     telemetry.records_out.labels(topic, "error" if failed else "ok").inc()
 
 
+# What of a rejected record a dead letter carries: its envelope and JSON encoding (base64,
+# a third more) must stay under the producer's 1 MiB request limit, or the dead letter
+# itself cannot be sent, the agent fails on it, and every restart fails on it again.
+ORIGINAL_LIMIT_BYTES = 512 * 1024
+KEY_LIMIT_BYTES = 1024
+
+
 async def reject(message: Any, reason: str, agent: str) -> None:
     key: bytes | None = message.key
+    if key is not None and len(key) > KEY_LIMIT_BYTES:
+        reason = f"{reason}; key cut to {KEY_LIMIT_BYTES:,} of {len(key):,} bytes"
+        key = key[:KEY_LIMIT_BYTES]
+    original: bytes = message.value or b""
+    if len(original) > ORIGINAL_LIMIT_BYTES:
+        reason = f"{reason}; original cut to {ORIGINAL_LIMIT_BYTES:,} of {len(original):,} bytes"
+        original = original[:ORIGINAL_LIMIT_BYTES]
     topic = short_topic(message.topic)
     record = DeadLetter(
         source_topic=message.topic,
         partition=message.partition,
         offset=message.offset,
         key=key.decode("utf-8", "replace") if key is not None else None,
-        original=message.value or b"",
+        original=original,
         reason=reason,
         agent=agent,
         occurred_at=clock.now(),

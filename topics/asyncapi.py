@@ -138,7 +138,9 @@ _SUMMARIES: dict[str, str] = {
     "Cancelled, with its counters and whether its links are revoked.",
     "message-status": "Each message as the practice's conversation thread shows it.",
     "pilot-metrics": "The pilot's statistics: arm rates, the arms compared, daily trend.",
-    "dead-letter": "Records that could not be decoded or validated, with the reason.",
+    "dead-letter": "Records that could not be decoded or validated, with the reason. At most "
+    "512 KiB of the original (1 KiB of its key) is carried; a longer one is cut and the "
+    "reason says so.",
 }
 
 # Catalogue keys that are not a field of the topic's event.

@@ -210,3 +210,24 @@ async def test_a_cache_miss_asks_the_nhs_app_and_remembers(stack_factory: Any) -
     users = sum(scenario.app_user(n) is not None for n in scenario.roster("APP01"))
     pages = -(-users // scenario.report_page_size)
     assert (await stack.sends())["lookups"] == pages  # one practice report for both misses
+
+
+async def test_a_record_too_big_to_dead_letter_whole_is_dead_lettered_cut(
+    stack_factory: Any,
+) -> None:
+    # 900 kB of junk: the broker takes it (its limit is 1 MiB), but a dead-letter record
+    # carrying it whole, with its envelope, would not fit in one produce request.
+    stack = stack_factory()
+    await stack.start_worker()
+    junk = b"\x07" + bytes(range(256)) * 3500
+    await stack.publish("send-requests", "huge", junk)
+    await stack.publish("send-requests", "after-huge", request("after-huge"))
+    records = await stack.read(
+        ["dispatches", "dead-letter"],
+        lambda rs: "after-huge" in _by_id(rs) and "huge" in {d.key for d in _dead(rs)},
+        timeout=60,
+    )
+    dead = {d.key: d for d in _dead(records)}["huge"]
+    assert junk.startswith(dead.original)
+    assert f"original cut to {len(dead.original):,} of {len(junk):,} bytes" in dead.reason
+    assert stack.self_exits == 0
