@@ -96,6 +96,27 @@ def count_in(event: Any) -> None:
     telemetry.records_in.labels(short_topic(event.message.topic), "ok").inc()
 
 
+class Outbox:
+    """What the agents send, kept in memory instead of produced: the agents' unit tests
+    (``tests/unit/streams/agents``) run an agent alone, as Kafka Streams' test driver does,
+    beside the integration tests on the real broker. Never set in a worker."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes]] = []  # (topic, key, value)
+
+    def on(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        return [(key, value) for name, key, value in self.records if name == topic]
+
+
+_outbox: Outbox | None = None
+
+
+def divert_to(outbox: Outbox | None) -> None:
+    """Send to ``outbox`` (None: to Kafka again), and make ``durable()`` return at once."""
+    global _outbox
+    _outbox = outbox
+
+
 async def send(
     topic: Any, key: bytes | None, value: bytes, **options: Any
 ) -> asyncio.Future[Any] | None:
@@ -104,6 +125,9 @@ async def send(
     Returns the record's own delivery future (the broker's acknowledgement of this record
     alone), or None if the producer had already waited for it."""
     name = short_topic(topic.get_topic_name())
+    if _outbox is not None:
+        _outbox.records.append((name, key, value))
+        return None
     try:
         pending = await topic.send(key=key, value=value, **options)
     except Exception:
@@ -193,6 +217,8 @@ async def durable() -> None:
     at once (crash-only), so that the group hands its partitions to a healthy worker, which
     re-reads them from the last committed offset.
     """
+    if _outbox is not None:
+        return  # nothing is produced: see Outbox
     try:
         await asyncio.wait_for(app.producer.flush(), FLUSH_LIMIT_SECONDS)
     except TimeoutError:

@@ -105,7 +105,9 @@ class SteadyChannel:
         self.published.append(fut.n)
 
 
-async def test_a_flush_is_not_held_by_writes_made_after_it() -> None:
+async def test_a_flush_is_not_held_by_writes_made_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Other agents keep writing (the dispatcher's lanes, the tracker): Faust's buffer flush
     # waits until the buffer is empty, which a steady stream of writes never lets it be.
     # A worker's router waited over two minutes so in one flush under load. Ours waits for
@@ -113,7 +115,8 @@ async def test_a_flush_is_not_held_by_writes_made_after_it() -> None:
     from appfirst.streams.app import app
 
     producer = app.producer
-    buffer = producer.drainable
+    buffer = _buffer()  # its own: other tests leave table writes in the app's
+    monkeypatch.setattr(producer, "drainable", buffer)
     channel = SteadyChannel()
     await buffer.start()
     writing = True
@@ -207,6 +210,7 @@ async def test_a_record_the_broker_never_took_fails_the_flush(
 
     reasons = _exits(monkeypatch)
     producer = app.producer
+    monkeypatch.setattr(producer, "drainable", _buffer())  # nothing queued
     monkeypatch.setattr(producer, "undelivered", 0)
     given_up: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     given_up.set_exception(TimeoutError("batch expired"))

@@ -1,0 +1,90 @@
+"""``streams/contactability.join_failures``: an SMS failure meets the number its message
+went to, in either order, and the number's fingerprint goes on ``failed-numbers``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from appfirst.streams import contactability, io
+from appfirst.streams.failed_numbers import fingerprint
+from appfirst.topics.models import DeliveryReceipt, Dispatch
+from tests.unit.streams.agents.driver import feed, until
+
+MOBILE = "+447700900123"
+
+
+def _dispatch(mid: str, channel: str = "sms", mobile: str | None = MOBILE) -> bytes:
+    return (
+        Dispatch.model_validate(
+            {
+                "message_id": mid,
+                "channel": channel,
+                "reason": "sms_only_type",
+                "dispatched_at": datetime.now(UTC),
+                "ods_code": "A81001",
+                "arm": "control",
+                "origin": "individual",
+                "message_type": "sms_with_response",
+                "mobile": mobile,
+            }
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def _receipt(mid: str, status: str = "permanent_failure", channel: str = "sms") -> bytes:
+    return (
+        DeliveryReceipt(
+            message_id=mid, channel=channel, status=status, occurred_at=datetime.now(UTC)
+        )
+        .model_dump_json()
+        .encode()
+    )  # type: ignore[arg-type]
+
+
+def _failed(outbox: io.Outbox) -> list[tuple[bytes | None, Any]]:
+    return [(k, json.loads(v)) for k, v in outbox.on("failed-numbers")]
+
+
+async def test_a_failure_after_its_dispatch_names_the_number(outbox: io.Outbox) -> None:
+    async with contactability.join_failures.test_context() as agent:
+        await feed(agent, "dispatches", b"c-1", _dispatch("c-1"))
+        await feed(agent, "delivery-receipts", b"c-1", _receipt("c-1"))
+        failed = await until(lambda: _failed(outbox))
+    assert [key for key, _ in failed] == [fingerprint(MOBILE).encode()]
+    assert MOBILE.encode() not in outbox.records[0][1]  # a keyed hash, never the number
+    assert "failed_at" in failed[0][1]
+
+
+async def test_a_failure_before_its_dispatch_waits_for_it(outbox: io.Outbox) -> None:
+    async with contactability.join_failures.test_context() as agent:
+        await feed(agent, "delivery-receipts", b"c-2", _receipt("c-2", "temporary_failure"))
+        await until(lambda: contactability.sms_numbers.get("c-2"))
+        assert not _failed(outbox)  # no number yet
+        await feed(agent, "dispatches", b"c-2", _dispatch("c-2"))
+        failed = await until(lambda: _failed(outbox))
+    assert [key for key, _ in failed] == [fingerprint(MOBILE).encode()]
+
+
+async def test_what_says_nothing_of_a_number_is_passed_over(outbox: io.Outbox) -> None:
+    async with contactability.join_failures.test_context() as agent:
+        await feed(agent, "dispatches", b"c-3", _dispatch("c-3"))
+        await feed(agent, "delivery-receipts", b"c-3", _receipt("c-3", "delivered"))
+        await feed(agent, "delivery-receipts", b"c-3", _receipt("c-3", channel="nhs_app"))
+        await feed(agent, "dispatches", b"c-4", _dispatch("c-4", mobile=None))
+        await feed(agent, "delivery-receipts", b"c-4", _receipt("c-4"))
+        # Read in order: once this last one is joined, the ones before it were seen.
+        await feed(agent, "dispatches", b"c-5", _dispatch("c-5"))
+        await feed(agent, "delivery-receipts", b"c-5", _receipt("c-5"))
+        failed = await until(lambda: _failed(outbox))
+    assert len(failed) == 1  # c-5's only
+
+
+async def test_a_record_that_is_not_an_event_is_dead_lettered(outbox: io.Outbox) -> None:
+    async with contactability.join_failures.test_context() as agent:
+        await feed(agent, "delivery-receipts", b"c-6", b"\x07junk")
+        dead = await until(lambda: outbox.on("dead-letter"))
+    assert json.loads(dead[0][1])["agent"] == "contactability"

@@ -1,0 +1,112 @@
+"""``streams/tracker``: the agent keeps each NHS App message's deadline as its events
+come, and the sweep emits each due fallback once. Timing against the broker (recovery,
+rebalances, replay) is in ``tests/integration/test_tracker_stream.py``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from appfirst.rules import fallback as rules
+from appfirst.streams import io, tracker
+from appfirst.topics.models import Dispatch, ReadReceipt
+from tests.unit.streams.agents.driver import feed, until
+
+LIMIT = tracker.deadlines.for_message("individual", "sms_with_response")
+
+
+def _two_hours_ago() -> datetime:
+    at = datetime.now(UTC) - timedelta(hours=2)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)  # events carry milliseconds
+
+
+def _dispatch(mid: str, channel: str = "nhs_app") -> bytes:
+    return (
+        Dispatch.model_validate(
+            {
+                "message_id": mid,
+                "channel": channel,
+                "reason": "nhs_app_enabled" if channel == "nhs_app" else "no_nhs_app",
+                "dispatched_at": datetime.now(UTC) - timedelta(hours=3),
+                "ods_code": "A81001",
+                "arm": "treatment",
+                "origin": "individual",
+                "message_type": "sms_with_response",
+                "mobile": "+447700900123",
+                "body": "Please book your review",
+            }
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def _accepted(at: datetime) -> bytes:
+    return json.dumps({"outcome": "accepted", "at": at.isoformat(), "channel": "nhs_app"}).encode()
+
+
+def _owed(mid: str) -> tuple[str, datetime] | None:
+    raw = tracker.deadline_table.get(mid)
+    return None if raw is None else rules.owed(rules.TrackState.decode(raw))
+
+
+async def test_the_deadline_counts_from_the_nhs_apps_acceptance(outbox: io.Outbox) -> None:
+    accepted = _two_hours_ago()
+    async with tracker.track.test_context() as agent:
+        await feed(agent, "dispatches", b"t-1", _dispatch("t-1"))
+        await feed(agent, "send-outcomes", b"t-1", _accepted(accepted))
+        await until(
+            lambda: (_owed("t-1") or (None, None))[1] == accepted + timedelta(seconds=LIMIT)
+        )
+    reason, _ = _owed("t-1")  # type: ignore[misc]
+    assert reason == "unread"
+
+
+async def test_a_message_read_in_time_owes_nothing(outbox: io.Outbox) -> None:
+    accepted = _two_hours_ago()
+    read = ReadReceipt(message_id="t-2", read_at=accepted + timedelta(seconds=LIMIT / 2))
+    async with tracker.track.test_context() as agent:
+        await feed(agent, "dispatches", b"t-2", _dispatch("t-2"))
+        await feed(agent, "send-outcomes", b"t-2", _accepted(accepted))
+        await feed(agent, "read-receipts", b"t-2", read.model_dump_json().encode())
+        await until(lambda: tracker.deadline_table.get("t-2") and _owed("t-2") is None)
+
+
+async def test_an_sms_has_no_deadline(outbox: io.Outbox) -> None:
+    async with tracker.track.test_context() as agent:
+        await feed(agent, "dispatches", b"t-3", _dispatch("t-3", channel="sms"))
+        await feed(agent, "dispatches", b"t-4", _dispatch("t-4"))  # read after t-3
+        await until(lambda: tracker.deadline_table.get("t-4"))
+    assert tracker.deadline_table.get("t-3") is None
+
+
+async def test_the_sweep_sends_a_due_fallback_once(outbox: io.Outbox) -> None:
+    accepted = _two_hours_ago()
+    async with tracker.track.test_context() as agent:
+        await feed(agent, "dispatches", b"t-5", _dispatch("t-5"))
+        await feed(agent, "send-outcomes", b"t-5", _accepted(accepted))
+        await until(lambda: _owed("t-5"))
+        now = datetime.now(UTC).timestamp()
+        await tracker._sweep_partition(0, now, now)
+        await tracker._sweep_partition(0, now, now)  # again: not sent twice
+        sent = [json.loads(v) for k, v in outbox.on("fallbacks") if k == b"t-5"]
+        assert len(sent) == 1
+        fallback = sent[0]
+        assert fallback["reason"] == "unread"
+        assert fallback["mobile"] == "+447700900123"
+        assert fallback["body"] == "Please book your review"
+        assert datetime.fromisoformat(fallback["due_at"]) == accepted + timedelta(seconds=LIMIT)
+        assert datetime.fromisoformat(fallback["emitted_at"]) >= datetime.fromisoformat(
+            fallback["due_at"]
+        )
+        # The fallback read back from its topic settles the message.
+        await feed(agent, "fallbacks", b"t-5", outbox.on("fallbacks")[-1][1])
+        await until(lambda: _owed("t-5") is None)
+    assert "t-5" not in tracker._emitted
+
+
+async def test_a_record_that_is_not_an_event_is_dead_lettered(outbox: io.Outbox) -> None:
+    async with tracker.track.test_context() as agent:
+        await feed(agent, "read-receipts", b"t-6", b"{}")
+        dead = await until(lambda: outbox.on("dead-letter"))
+    assert json.loads(dead[0][1])["agent"] == "tracker"
