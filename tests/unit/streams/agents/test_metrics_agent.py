@@ -1,0 +1,80 @@
+"""``streams/metrics.join_facts``: each message's events, in any order, become the pilot's
+facts (sent, read, fallback, responded) once each, keyed by arm, type and practice. The
+counting and the published figures: ``tests/integration/test_metrics_stream.py``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from appfirst.streams import io, metrics
+from appfirst.topics.models import Dispatch, Response
+from tests.unit.streams.agents.driver import feed, until
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def _dispatch(mid: str, arm: str | None = "treatment") -> bytes:
+    return (
+        Dispatch.model_validate(
+            {
+                "message_id": mid,
+                "channel": "sms",
+                "reason": "sms_only_type",
+                "dispatched_at": T0,
+                "ods_code": "M81001",
+                "arm": arm,
+                "origin": "individual",
+                "message_type": "sms_with_response",
+            }
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def _response(mid: str, after: timedelta) -> bytes:
+    return Response(message_id=mid, responded_at=T0 + after).model_dump_json().encode()
+
+
+def _facts(outbox: io.Outbox) -> list[tuple[bytes | None, dict[str, Any]]]:
+    return [(k, json.loads(v)) for k, v in outbox.on("metric-facts")]
+
+
+async def test_a_dispatch_in_an_arm_is_a_sent_fact(outbox: io.Outbox) -> None:
+    async with metrics.join_facts.test_context() as agent:
+        await feed(agent, "dispatches", b"p-1", _dispatch("p-1"))
+        facts = await until(lambda: _facts(outbox))
+    key, fact = facts[0]
+    assert key == b"treatment|sms_with_response|M81001"
+    assert (fact["kind"], fact["ods_code"], fact["delay"]) == ("sent", "M81001", 0.0)
+
+
+async def test_a_response_before_its_dispatch_counts_once_it_comes(outbox: io.Outbox) -> None:
+    async with metrics.join_facts.test_context() as agent:
+        await feed(agent, "responses", b"p-2", _response("p-2", timedelta(hours=2)))
+        await until(lambda: metrics.message_table.get("p-2"))
+        assert not _facts(outbox)  # no arm known yet
+        await feed(agent, "dispatches", b"p-2", _dispatch("p-2"))
+        facts = await until(lambda: len(_facts(outbox)) == 2 and _facts(outbox))
+    assert [f["kind"] for _, f in facts] == ["sent", "responded"]
+    assert facts[1][1]["delay"] == 7200.0
+
+
+async def test_a_second_response_is_dead_lettered_never_counted(outbox: io.Outbox) -> None:
+    async with metrics.join_facts.test_context() as agent:
+        await feed(agent, "dispatches", b"p-3", _dispatch("p-3"))
+        await feed(agent, "responses", b"p-3", _response("p-3", timedelta(minutes=5)))
+        await feed(agent, "responses", b"p-3", _response("p-3", timedelta(minutes=9)))
+        dead = await until(lambda: outbox.on("dead-letter"))
+    assert [f["kind"] for _, f in _facts(outbox)] == ["sent", "responded"]
+    assert json.loads(dead[0][1])["agent"] == "metrics"
+
+
+async def test_a_message_outside_the_pilot_is_not_counted(outbox: io.Outbox) -> None:
+    async with metrics.join_facts.test_context() as agent:
+        await feed(agent, "dispatches", b"p-4", _dispatch("p-4", arm=None))
+        await feed(agent, "dispatches", b"p-5", _dispatch("p-5"))  # read after p-4
+        facts = await until(lambda: _facts(outbox))
+    assert [f["kind"] for _, f in facts] == ["sent"] and len(facts) == 1
