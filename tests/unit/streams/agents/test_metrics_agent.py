@@ -4,6 +4,7 @@ counting and the published figures: ``tests/integration/test_metrics_stream.py``
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,3 +79,50 @@ async def test_a_message_outside_the_pilot_is_not_counted(outbox: io.Outbox) -> 
         await feed(agent, "dispatches", b"p-5", _dispatch("p-5"))  # read after p-4
         facts = await until(lambda: _facts(outbox))
     assert [f["kind"] for _, f in facts] == ["sent"] and len(facts) == 1
+
+
+def _fact(kind: str, delay: float = 0.0, ods: str = "M81002") -> bytes:
+    when = (T0 - timedelta(days=10)).timestamp()  # every horizon, up to 7 days, has passed
+    return json.dumps(
+        {
+            "kind": kind,
+            "arm": "control",
+            "message_type": "sms_with_response",
+            "dispatched_at": when,
+            "delay": delay,
+            "ods_code": ods,
+        }
+    ).encode()
+
+
+async def test_facts_are_counted_per_practice_and_snapshot_to_the_collectors(
+    outbox: io.Outbox, monkeypatch: Any
+) -> None:
+    key = b"control|sms_with_response|M81002"
+    async with metrics.aggregate.test_context() as agent:
+        for fact in (_fact("sent"), _fact("sent"), _fact("responded", delay=5400)):
+            await feed(agent, "metric-facts", key, fact)
+        await until(lambda: metrics.stats_table.get(key.decode()))
+    stats = metrics.ArmStats.from_json(
+        metrics.stats_table.get(key.decode())["stats"], metrics.settings.metric_horizons
+    )
+    by_horizon = stats.snapshot(datetime.now(UTC).timestamp())
+    assert (by_horizon[3600].sent, by_horizon[3600].responded) == (2, 0)  # 1.5 h: too late
+    assert (by_horizon[10800].sent, by_horizon[10800].responded) == (2, 1)
+
+    # The practice's counts go to its type's collector and to the collector of all types.
+    monkeypatch.setattr(metrics, "_owned", lambda topic: {0})
+    snapshot = inspect.unwrap(metrics.snapshot_practices)  # one tick of the timer
+    await snapshot()
+    snapshots = [(k, json.loads(v)) for k, v in outbox.on("practice-stats")]
+    assert sorted(k for k, _ in snapshots) == [b"all", b"sms_with_response"]
+    assert snapshots[0][1]["counts"]["10800"][:2] == [2, 1]
+    await snapshot()  # nothing changed: nothing sent again
+    assert len(outbox.on("practice-stats")) == 2
+
+    async with metrics.collect.test_context() as agent:
+        for collector, value in outbox.on("practice-stats"):
+            await feed(agent, "practice-stats", collector, value)
+        await until(lambda: metrics.practice_table.get("all|control|M81002|sms_with_response"))
+    row = metrics.practice_table.get("sms_with_response|control|M81002")
+    assert row is not None and row["counts"]["10800"][:2] == [2, 1]

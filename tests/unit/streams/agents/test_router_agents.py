@@ -113,3 +113,14 @@ async def test_an_older_eligibility_check_never_replaces_a_newer(outbox: io.Outb
         await until(lambda: outbox.on("dead-letter"))
     kept = router.eligibility_table.get("9434765919")
     assert kept is not None and json.loads(kept)["has_nhs_app"] is True
+
+
+async def test_practice_settings_that_do_not_validate_are_dead_lettered(
+    outbox: io.Outbox,
+) -> None:
+    async with router.track_practice_settings.test_context() as agent:
+        await feed(agent, "practice-settings", b"P00001", _json(practice("P00001")))
+        await feed(agent, "practice-settings", b"P00002", b'{"ods_code": "P00002", "arm": 7}')
+        dead = await until(lambda: outbox.on("dead-letter"))
+    assert len(dead) == 1 and dead[0][0] == b"P00002"
+    assert json.loads(dead[0][1])["agent"] == "practice-settings"
