@@ -41,6 +41,7 @@ from appfirst.streams.io import (
     decode,
     durable,
     encode,
+    loads,
     log,
     reject,
     send,
@@ -116,12 +117,12 @@ async def _count(event: Any) -> None:
     """One batch message's outcome (``batch-progress``, internal JSON), counted once."""
     message = event.message
     try:
-        fact = json.loads(message.value)
+        fact = loads(message.value)
         batch_id = message.key.decode()
         mid = str(fact["message_id"])
         outcome = fact["outcome"]
         if outcome not in ("delivered", "failed", "sent", "not_sent"):
-            raise ValueError(f"unknown outcome {outcome!r}")
+            raise ValueError(f"unknown outcome {str(outcome)[:40]!r}")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         await reject(message, f"not a batch outcome: {exc}", "batches")
         return

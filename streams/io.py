@@ -70,6 +70,15 @@ class SendOutcome:
     channel: str | None
 
 
+def loads(value: bytes | None) -> Any:
+    """``json.loads`` of an internal record, failing only with ``ValueError``: nesting past
+    Python's recursion limit raises ``RecursionError``, which no agent would expect."""
+    try:
+        return json.loads(value or b"")
+    except RecursionError as exc:
+        raise ValueError("nested too deep") from exc
+
+
 async def decode_outcome(event: Any, agent: str) -> SendOutcome | None:
     """The event's value as a ``SendOutcome``, or None after sending it to ``dead-letter``.
     One reader for every agent of ``send-outcomes``, so they agree on what is malformed."""
@@ -77,9 +86,9 @@ async def decode_outcome(event: Any, agent: str) -> SendOutcome | None:
     try:
         if not message.key:
             raise ValueError("no key")
-        value = json.loads(message.value)
+        value = loads(message.value)
         if value.get("outcome") not in ("accepted", "unconfirmed"):
-            raise ValueError(f"unknown outcome {value.get('outcome')!r}")
+            raise ValueError(f"unknown outcome {str(value.get('outcome'))[:40]!r}")
         at = datetime.fromisoformat(value["at"])
         if at.tzinfo is None:
             raise ValueError("a time without its zone")
@@ -162,9 +171,13 @@ def _sent(topic: str, done: asyncio.Future[Any]) -> None:
 # itself cannot be sent, the agent fails on it, and every restart fails on it again.
 ORIGINAL_LIMIT_BYTES = 512 * 1024
 KEY_LIMIT_BYTES = 1024
+# A reason may quote what it refused (a parser's message): kept to a line.
+REASON_LIMIT_CHARS = 500
 
 
 async def reject(message: Any, reason: str, agent: str) -> None:
+    if len(reason) > REASON_LIMIT_CHARS:
+        reason = reason[:REASON_LIMIT_CHARS] + " (cut)"
     key: bytes | None = message.key
     if key is not None and len(key) > KEY_LIMIT_BYTES:
         reason = f"{reason}; key cut to {KEY_LIMIT_BYTES:,} of {len(key):,} bytes"

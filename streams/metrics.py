@@ -21,10 +21,12 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 from typing import Any
 
 from appfirst.rules.pilot import (
+    COUNTED,
     ArmStats,
     Counts,
     Fact,
@@ -44,6 +46,7 @@ from appfirst.streams.io import (
     decode,
     decode_outcome,
     encode,
+    loads,
     reject,
     send,
     short_topic,
@@ -142,18 +145,46 @@ async def aggregate(stream: Any) -> None:
     # Facts come keyed by practice and type, so a batch holds many of each: one changelog
     # record per row and batch, where a write per fact would cost one per fact.
     async for batch in stream.take_events(settings.metrics_batch, within=settings.metrics_within):
-        _aggregate(batch)  # an error exits the worker (streams/app.crash_only)
+        facts = []
+        for event in batch:
+            if not current(event):
+                continue  # read again by the partition's owner (streams/rewind.py)
+            fact = _fact_of(event)
+            if isinstance(fact, str):
+                await reject(event.message, f"not a metric fact: {fact}", "metrics")
+                continue
+            count_in(event)
+            facts.append((event, fact))
+        _aggregate(facts)  # an error exits the worker (streams/app.crash_only)
 
 
-def _aggregate(batch: list[Any]) -> None:
+def _fact_of(event: Any) -> Fact | str:
+    """The record's fact, or why it is not one: a record no agent can count must go to
+    dead-letter, not fail the agent on every restart."""
+    try:
+        key = event.message.key.decode()
+        data = loads(event.message.value)
+        fact = Fact(**data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return type(exc).__name__
+    numbers = (fact.dispatched_at, fact.delay)
+    names = (fact.arm, fact.message_type, fact.ods_code)
+    if (
+        fact.kind not in ("sent", *COUNTED)
+        or not all(isinstance(n, (int, float)) and math.isfinite(n) for n in numbers)
+        or not all(isinstance(n, str) for n in names)
+    ):
+        return "a field of the wrong kind"
+    if key != fact.aggregate_key():
+        return "keyed by another practice"
+    return fact
+
+
+def _aggregate(facts: list[tuple[Any, Fact]]) -> None:
     # key -> (stats, trend days, the last event counted)
     rows: dict[str, tuple[ArmStats, dict[str, list[int]], Any]] = {}
-    for event in batch:
-        if not current(event):
-            continue  # read again by the partition's owner (streams/rewind.py)
-        count_in(event)
-        key = event.message.key.decode()
-        fact = Fact(**json.loads(event.message.value))
+    for event, fact in facts:
+        key = fact.aggregate_key()
         if key in rows:
             stats, days, _ = rows[key]
         else:
@@ -227,12 +258,18 @@ async def snapshot_practices() -> None:
 @agent(practice_stats)
 async def collect(stream: Any) -> None:
     async for event in stream.events():
+        try:
+            collector = event.message.key.decode()
+            snapshot = loads(event.message.value)
+            practice = f"{snapshot['arm']}|{snapshot['ods']}"
+            if collector == ALL:
+                practice += f"|{snapshot['type']}"
+            if not isinstance(snapshot["counts"], dict) or not isinstance(snapshot["days"], dict):
+                raise TypeError("counts and days must be objects")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            await reject(event.message, f"not a practice snapshot: {type(exc).__name__}", "metrics")
+            continue
         count_in(event)
-        collector = event.message.key.decode()
-        snapshot = json.loads(event.message.value)
-        practice = f"{snapshot['arm']}|{snapshot['ods']}"
-        if collector == ALL:
-            practice += f"|{snapshot['type']}"
         practice_table[f"{collector}|{practice}"] = {
             "partition": event.message.partition,
             "counts": snapshot["counts"],

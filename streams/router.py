@@ -122,9 +122,16 @@ async def _route(batch: list[Any]) -> None:
 
 
 async def _decide(event: Any) -> tuple[Dispatch | None, bool]:
-    """The request's dispatch (None for a duplicate) and whether it was decided just now."""
+    """The request's dispatch (None for a duplicate or a bad record) and whether it was
+    decided just now."""
+    try:
+        # Written by intake, validated there; anything else on the topic is dead-lettered
+        # rather than failing the agent on every restart.
+        request = SendRequest.model_validate_json(event.message.value or b"")
+    except ValueError as exc:
+        await reject(event.message, f"not a send request: {type(exc).__name__}", "router")
+        return None, False
     count_in(event)
-    request = SendRequest.model_validate_json(event.message.value)
     here = [event.message.partition, event.message.offset]
     prior = routed_table.get(request.message_id)
     if prior is not None:

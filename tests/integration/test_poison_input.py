@@ -26,10 +26,16 @@ INPUTS = (
     "delivery-receipts",
     "read-receipts",
     "responses",
-    # Written by the worker itself, read by five agents: a bug upstream of them must not
-    # stop them either.
+    # Written by the worker itself and read by its agents: a bug in the writer must not
+    # stop the readers either.
     "dispatches",
     "fallbacks",
+    "router-by-patient",
+    "send-outcomes",
+    "metric-facts",
+    "practice-stats",
+    "batches",
+    "batch-progress",
 )
 
 POISON: list[tuple[bytes | None, bytes]] = [

@@ -6,16 +6,14 @@ What only the broker can show (offsets, rebalances, crashes, recovery) is in
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
 
 from appfirst.streams import app as app_module
 from appfirst.streams import io
-
-
-class AgentFailed(Exception):
-    """Where a worker would exit crash-only."""
+from tests.unit.streams.agents import driver
 
 
 @pytest.fixture
@@ -25,12 +23,18 @@ async def outbox(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[io.Outbox]:
     app.flow_control.resume()
 
     def failed() -> None:
-        raise AgentFailed
+        # Where a worker would exit crash-only: kept, so that the test's next wait fails
+        # with the agent's own error (Faust's test wrapper only notes the crash).
+        driver.crashes.append(sys.exc_info()[1] or driver.AgentFailed("no error"))
+        raise driver.AgentFailed
 
     monkeypatch.setattr(app_module, "exit_crash_only", failed)
     box = io.Outbox()
     io.divert_to(box)
+    driver.crashes.clear()
     try:
         yield box
+        assert not driver.crashes, f"the agent failed: {driver.crashes[0]!r}"
     finally:
         io.divert_to(None)
+        driver.crashes.clear()

@@ -12,6 +12,13 @@ from faust.types import Message
 from appfirst.streams import app as app_module
 
 
+class AgentFailed(Exception):
+    """Where a worker would exit crash-only."""
+
+
+crashes: list[BaseException] = []  # errors agents failed with, in this test
+
+
 async def feed(
     agent: Any, topic: str, key: bytes | None, value: bytes, *, partition: int = 0
 ) -> None:
@@ -39,6 +46,8 @@ async def until(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
     """Waits until ``condition()`` is true (and returns it): the agent runs in its own task."""
     deadline = time.monotonic() + timeout
     while not (result := condition()):
+        if crashes:
+            raise AgentFailed(f"the agent failed: {crashes[0]!r}") from crashes[0]
         if time.monotonic() > deadline:
             raise TimeoutError("the agent did not get there")
         await asyncio.sleep(0.005)

@@ -7,10 +7,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from appfirst.streams import contactability, io
 from appfirst.streams.failed_numbers import fingerprint
 from appfirst.topics.models import DeliveryReceipt, Dispatch
-from tests.unit.streams.agents.driver import feed, until
+from tests.unit.streams.agents.driver import AgentFailed, crashes, feed, until
 
 MOBILE = "+447700900123"
 
@@ -70,17 +72,19 @@ async def test_a_failure_before_its_dispatch_waits_for_it(outbox: io.Outbox) -> 
 
 
 async def test_what_says_nothing_of_a_number_is_passed_over(outbox: io.Outbox) -> None:
+    last = "+447700900305"
     async with contactability.join_failures.test_context() as agent:
-        await feed(agent, "dispatches", b"c-3", _dispatch("c-3"))
+        await feed(agent, "dispatches", b"c-3", _dispatch("c-3", mobile="+447700900303"))
         await feed(agent, "delivery-receipts", b"c-3", _receipt("c-3", "delivered"))
         await feed(agent, "delivery-receipts", b"c-3", _receipt("c-3", channel="nhs_app"))
         await feed(agent, "dispatches", b"c-4", _dispatch("c-4", mobile=None))
         await feed(agent, "delivery-receipts", b"c-4", _receipt("c-4"))
         # Read in order: once this last one is joined, the ones before it were seen.
-        await feed(agent, "dispatches", b"c-5", _dispatch("c-5"))
+        await feed(agent, "dispatches", b"c-5", _dispatch("c-5", mobile=last))
         await feed(agent, "delivery-receipts", b"c-5", _receipt("c-5"))
-        failed = await until(lambda: _failed(outbox))
-    assert len(failed) == 1  # c-5's only
+        mine = fingerprint(last).encode()
+        await until(lambda: any(key == mine for key, _ in _failed(outbox)))
+    assert [key for key, _ in _failed(outbox)] == [mine]
 
 
 async def test_a_record_that_is_not_an_event_is_dead_lettered(outbox: io.Outbox) -> None:
@@ -88,3 +92,16 @@ async def test_a_record_that_is_not_an_event_is_dead_lettered(outbox: io.Outbox)
         await feed(agent, "delivery-receipts", b"c-6", b"\x07junk")
         dead = await until(lambda: outbox.on("dead-letter"))
     assert json.loads(dead[0][1])["agent"] == "contactability"
+
+
+async def test_an_agent_that_fails_fails_its_test(outbox: io.Outbox, monkeypatch: Any) -> None:
+    # The harness itself: where a worker would exit crash-only, the test's wait raises.
+    async def broken(event: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(contactability, "_observe", broken)
+    async with contactability.join_failures.test_context() as agent:
+        await feed(agent, "dispatches", b"c-7", _dispatch("c-7"))
+        with pytest.raises(AgentFailed, match="a bug"):
+            await until(lambda: False)
+    crashes.clear()  # seen: not a failure of this test

@@ -16,7 +16,7 @@ from tests.unit.streams.agents.driver import feed, until
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-def _dispatch(mid: str, arm: str | None = "treatment") -> bytes:
+def _dispatch(mid: str, arm: str | None = "treatment", ods: str = "M81001") -> bytes:
     return (
         Dispatch.model_validate(
             {
@@ -24,7 +24,7 @@ def _dispatch(mid: str, arm: str | None = "treatment") -> bytes:
                 "channel": "sms",
                 "reason": "sms_only_type",
                 "dispatched_at": T0,
-                "ods_code": "M81001",
+                "ods_code": ods,
                 "arm": arm,
                 "origin": "individual",
                 "message_type": "sms_with_response",
@@ -76,9 +76,9 @@ async def test_a_second_response_is_dead_lettered_never_counted(outbox: io.Outbo
 async def test_a_message_outside_the_pilot_is_not_counted(outbox: io.Outbox) -> None:
     async with metrics.join_facts.test_context() as agent:
         await feed(agent, "dispatches", b"p-4", _dispatch("p-4", arm=None))
-        await feed(agent, "dispatches", b"p-5", _dispatch("p-5"))  # read after p-4
-        facts = await until(lambda: _facts(outbox))
-    assert [f["kind"] for _, f in facts] == ["sent"] and len(facts) == 1
+        await feed(agent, "dispatches", b"p-5", _dispatch("p-5", ods="M81009"))  # read after
+        await until(lambda: any(f["ods_code"] == "M81009" for _, f in _facts(outbox)))
+    assert [f["ods_code"] for _, f in _facts(outbox)] == ["M81009"]
 
 
 def _fact(kind: str, delay: float = 0.0, ods: str = "M81002") -> bytes:
@@ -102,11 +102,17 @@ async def test_facts_are_counted_per_practice_and_snapshot_to_the_collectors(
     async with metrics.aggregate.test_context() as agent:
         for fact in (_fact("sent"), _fact("sent"), _fact("responded", delay=5400)):
             await feed(agent, "metric-facts", key, fact)
-        await until(lambda: metrics.stats_table.get(key.decode()))
-    stats = metrics.ArmStats.from_json(
-        metrics.stats_table.get(key.decode())["stats"], metrics.settings.metric_horizons
-    )
-    by_horizon = stats.snapshot(datetime.now(UTC).timestamp())
+
+        def counted() -> Any:
+            raw = metrics.stats_table.get(key.decode())
+            if raw is None:
+                return None
+            stats = metrics.ArmStats.from_json(raw["stats"], metrics.settings.metric_horizons)
+            by_horizon = stats.snapshot(datetime.now(UTC).timestamp())
+            # In one batch or more (take_events): wait for all three.
+            return by_horizon if by_horizon[10800].responded == 1 else None
+
+        by_horizon = await until(counted)
     assert (by_horizon[3600].sent, by_horizon[3600].responded) == (2, 0)  # 1.5 h: too late
     assert (by_horizon[10800].sent, by_horizon[10800].responded) == (2, 1)
 

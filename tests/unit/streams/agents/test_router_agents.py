@@ -4,9 +4,13 @@ eligibility agent keeps the newest check. Routing rules themselves: ``tests/unit
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from appfirst.streams import io, router
 from appfirst.streams.app import acting_for_partition
@@ -24,11 +28,20 @@ def _dispatched(outbox: io.Outbox) -> list[Dispatch]:
     return [Dispatch.model_validate_json(v) for _, v in outbox.on("dispatches")]
 
 
-def _caches_loaded(*practices: Any) -> None:
-    for p in practices:
-        router.practice_cache._record(p.ods_code.encode(), _json(p))  # as read from its topic
-    router.practice_cache.ready.set()
-    failed_numbers_cache.ready.set()
+@pytest.fixture
+def caches(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Loads the broadcast caches the router waits for, for this test only."""
+    monkeypatch.setattr(router.practice_cache, "_data", {})
+    monkeypatch.setattr(router.practice_cache, "ready", asyncio.Event())
+    monkeypatch.setattr(failed_numbers_cache, "ready", asyncio.Event())
+
+    def load(*practices: Any) -> None:
+        for p in practices:
+            router.practice_cache._record(p.ods_code.encode(), _json(p))  # as read from its topic
+        router.practice_cache.ready.set()
+        failed_numbers_cache.ready.set()
+
+    return load
 
 
 async def test_intake_rekeys_a_request_by_patient(outbox: io.Outbox) -> None:
@@ -52,8 +65,10 @@ async def test_intake_dead_letters_what_no_sms_can_carry(outbox: io.Outbox) -> N
     assert not outbox.on("router-by-patient")
 
 
-async def test_an_app_user_at_an_app_practice_is_sent_to_the_app(outbox: io.Outbox) -> None:
-    _caches_loaded(practice("R00001"))
+async def test_an_app_user_at_an_app_practice_is_sent_to_the_app(
+    outbox: io.Outbox, caches: Callable[..., None]
+) -> None:
+    caches(practice("R00001"))
     r = request("r-4", ods_code="R00001")
     with acting_for_partition("eligibility", 0):
         router.eligibility_table[r.patient.nhs_number] = app_user(
@@ -69,8 +84,10 @@ async def test_an_app_user_at_an_app_practice_is_sent_to_the_app(outbox: io.Outb
     assert router.routed_table.get("r-4") is not None  # the decision, kept
 
 
-async def test_a_request_sent_again_is_dispatched_once(outbox: io.Outbox) -> None:
-    _caches_loaded(practice("R00002", nhs_app_individual=False))
+async def test_a_request_sent_again_is_dispatched_once(
+    outbox: io.Outbox, caches: Callable[..., None]
+) -> None:
+    caches(practice("R00002", nhs_app_individual=False))
     r = request("r-5", ods_code="R00002")
     later = r.model_copy(update={"requested_at": r.requested_at + timedelta(minutes=5)})
     after = request("r-6", ods_code="R00002")
@@ -82,10 +99,12 @@ async def test_a_request_sent_again_is_dispatched_once(outbox: io.Outbox) -> Non
     assert {d.channel for d in _dispatched(outbox)} == {"sms"}
 
 
-async def test_a_request_read_again_gets_the_same_decision(outbox: io.Outbox) -> None:
+async def test_a_request_read_again_gets_the_same_decision(
+    outbox: io.Outbox, caches: Callable[..., None]
+) -> None:
     # After a crash, the same record (same partition and offset) is read again: its
     # decision is re-sent as it was, not made again (eligibility may have changed since).
-    _caches_loaded(practice("R00003"))
+    caches(practice("R00003"))
     r = request("r-7", ods_code="R00003")
     async with router.route_requests.test_context() as agent:
         await feed(agent, "router-by-patient", r.patient.nhs_number.encode(), _json(r))

@@ -7,12 +7,22 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from appfirst.rules import fallback as rules
+from appfirst.rules.schedule import DeadlineIndex
 from appfirst.streams import io, tracker
 from appfirst.topics.models import Dispatch, ReadReceipt
 from tests.unit.streams.agents.driver import feed, until
 
 LIMIT = tracker.deadlines.for_message("individual", "sms_with_response")
+
+
+@pytest.fixture(autouse=True)
+def own_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deadlines indexed, and fallbacks emitted, by this test only."""
+    monkeypatch.setattr(tracker, "index", DeadlineIndex())
+    monkeypatch.setattr(tracker, "_emitted", {})
 
 
 def _two_hours_ago() -> datetime:
@@ -100,7 +110,8 @@ async def test_the_sweep_sends_a_due_fallback_once(outbox: io.Outbox) -> None:
             fallback["due_at"]
         )
         # The fallback read back from its topic settles the message.
-        await feed(agent, "fallbacks", b"t-5", outbox.on("fallbacks")[-1][1])
+        mine = [v for k, v in outbox.on("fallbacks") if k == b"t-5"]
+        await feed(agent, "fallbacks", b"t-5", mine[0])
         await until(lambda: _owed("t-5") is None)
     assert "t-5" not in tracker._emitted
 
