@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
+from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import pytest
@@ -36,11 +38,21 @@ def _record(channel: SlowChannel, n: int) -> Any:
     return types.SimpleNamespace(n=n, message=types.SimpleNamespace(channel=channel))
 
 
-async def test_faust_flush_returns_early_and_ours_waits_for_what_was_written() -> None:
+@contextlib.asynccontextmanager
+async def _running() -> AsyncIterator[tuple[DrainableBuffer, SlowChannel]]:
+    """A started buffer and its slow topic; the topic is let go and the buffer stopped after."""
     buffer = _buffer()
     channel = SlowChannel()
     await buffer.start()
     try:
+        yield buffer, channel
+    finally:
+        channel.go.set()
+        await buffer.stop()
+
+
+async def test_faust_flush_returns_early_and_ours_waits_for_what_was_written() -> None:
+    async with _running() as (buffer, channel):
         for n in range(3):
             buffer.put(_record(channel, n))
         # Nothing leaves within 0.1 s: Faust's flush gives up with every record still in.
@@ -54,16 +66,10 @@ async def test_faust_flush_returns_early_and_ours_waits_for_what_was_written() -
         channel.go.set()
         await asyncio.wait_for(drained, 5)
         assert channel.published[:3] == [0, 1, 2]
-    finally:
-        channel.go.set()
-        await buffer.stop()
 
 
 async def test_the_record_the_task_holds_is_waited_for() -> None:
-    buffer = _buffer()
-    channel = SlowChannel()
-    await buffer.start()
-    try:
+    async with _running() as (buffer, channel):
         buffer.put(_record(channel, 0))
         for _ in range(100):  # loop turns: the buffer's task takes the record
             if buffer.size == 0:
@@ -77,9 +83,6 @@ async def test_the_record_the_task_holds_is_waited_for() -> None:
         channel.go.set()
         await asyncio.wait_for(drained, 5)
         assert channel.published == [0]
-    finally:
-        channel.go.set()
-        await buffer.stop()
 
 
 async def test_a_stopping_buffer_is_not_waited_for() -> None:
