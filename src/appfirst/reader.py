@@ -59,18 +59,28 @@ async def read_until(
     names: list[str],
     done: Callable[[list[tuple[str, Event]]], bool],
     timeout: float,
+    *,
+    stall: float | None = None,
 ) -> list[tuple[str, Event]]:
-    """Everything on ``names`` once ``done(records)`` holds, or when ``timeout`` passes."""
+    """Everything on ``names`` once ``done(records)`` holds, or when ``timeout`` passes, or
+    (with ``stall``) when no record has come for that long: records still arriving slowly
+    on a starved machine are then told apart from records that stopped."""
     reader = TopicReader(settings, names)
     await reader.start()
     seen: list[tuple[str, Event]] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    last = loop.time()
     try:
         while loop.time() < deadline:
+            before = len(seen)
             async for item in reader.poll():
                 seen.append(item)
             if done(seen):
+                break
+            if len(seen) > before:
+                last = loop.time()
+            elif stall is not None and loop.time() - last > stall:
                 break
     finally:
         await reader.stop()

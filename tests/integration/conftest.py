@@ -318,9 +318,14 @@ class Stack:
         await self.wait_ready(port, proc, log)
 
     async def read(
-        self, names: list[str], done: Callable[[list[tuple[str, Event]]], bool], timeout: float = 30
+        self,
+        names: list[str],
+        done: Callable[[list[tuple[str, Event]]], bool],
+        timeout: float = 30,
+        *,
+        stall: float | None = None,
     ) -> list[tuple[str, Event]]:
-        return await read_until(self.settings, names, done, timeout)
+        return await read_until(self.settings, names, done, timeout, stall=stall)
 
     async def _supervise(self) -> None:
         """What production's supervisor (compose ``restart``, Kubernetes) does: a worker
