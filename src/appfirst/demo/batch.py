@@ -20,7 +20,10 @@ from appfirst.settings import Settings
 PRACTICE = "N0001"  # outside the pilot's arms: the batch does not move its figures
 PATIENTS = 150
 STAGGER = (50, 4)  # 50 patients every 4 s
-START_IN = 4.0  # seconds
+# Seconds from upload to the first release: room for the worker to show the batch
+# Scheduled first. With 4 s, a loaded machine (the test suite's four processes) showed it
+# Sending at the first look.
+START_IN = 10.0
 
 
 def patient_list(pilot: Pilot, rng: random.Random) -> str:
