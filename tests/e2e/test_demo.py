@@ -99,7 +99,10 @@ def test_ctrl_c_leaves_nothing_behind() -> None:
     while "broker kafka://" not in line and time.monotonic() < deadline:
         line += proc.stdout.readline()
     port = int(re.search(r"kafka://127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
-    time.sleep(12)  # worker and simulator up, traffic flowing
+    # Worker and simulator answer, and the traffic starts right after this line.
+    while "eligibility sync:" not in line and time.monotonic() < deadline + 60:
+        line += proc.stdout.readline()
+    assert "eligibility sync:" in line, line
     spawned = _descendants(proc.pid)
     assert len(spawned) >= 3, "broker, worker and simulator should be running"
     proc.send_signal(signal.SIGINT)
