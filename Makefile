@@ -27,9 +27,10 @@ demo: tree  ## the whole pipeline on the embedded broker, about two minutes
 
 # Four test processes: the integration tests mostly wait on brokers, workers and timers, so
 # four share this 2-core machine well (each has its own broker). The tests that read the one
-# demo run are kept in one process (xdist_group "demo"), so that it runs once.
+# demo run are kept in one process (xdist_group "demo"), so that it runs once. The 15
+# slowest tests are listed at the end: where the suite's time goes.
 test: tree  ## unit and integration tests (real embedded broker, real HTTP)
-	$(BIN)/pytest -n 4 --dist loadgroup
+	$(BIN)/pytest -n 4 --dist loadgroup --durations=15
 
 test-fast: tree  ## the unit tests only: no broker, no processes (under a minute)
 	$(BIN)/pytest -q tests/unit
