@@ -1,0 +1,16 @@
+"""The demo's batch waits for the worker to catch up, reading the lag it exports."""
+
+from __future__ import annotations
+
+from appfirst.demo.batch import LAG
+
+METRICS = """# HELP appfirst_consumer_lag Records not yet committed
+# TYPE appfirst_consumer_lag gauge
+appfirst_consumer_lag{partition="0",topic="send-requests"} 3.0
+appfirst_consumer_lag{partition="3",topic="dispatches"} 120.0
+appfirst_committed_offset{partition="3",topic="dispatches"} 9000.0
+"""
+
+
+def test_the_lag_read_is_the_sum_over_partitions_and_nothing_else() -> None:
+    assert sum(float(m[1]) for m in LAG.finditer(METRICS)) == 123.0
