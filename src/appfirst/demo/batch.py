@@ -7,11 +7,11 @@ import asyncio
 import csv
 import io
 import random
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -24,10 +24,10 @@ STAGGER = (50, 4)  # 50 patients every 4 s
 # Seconds from upload to the first release: room for the worker to show the batch
 # Scheduled first.
 START_IN = 10.0
-# The upload waits until the worker has at most this many records of the traffic before it
-# still to read (its /metrics lag), for up to CATCH_UP_SECONDS: a worker far behind (the test
-# suite's four processes on two cores) read the upload after its start time and showed the
-# batch Sending at once, never Scheduled.
+# The upload waits, for up to CATCH_UP_SECONDS, until the worker has at most this many
+# records still to read (its /metrics lag): a worker far behind (the test suite's four
+# processes on two cores) read the upload after its start time and showed the batch Sending
+# at once, never Scheduled.
 BEHIND_AT_MOST = 100
 CATCH_UP_SECONDS = 90.0
 
@@ -58,7 +58,7 @@ async def run_batch(
     base = f"http://127.0.0.1:{web_port}"
     token = {"Authorization": f"Bearer {settings.batch_token.get_secret_value()}"}
     async with httpx.AsyncClient(timeout=30, headers=token) as client:
-        behind = await _catch_up(client, base)
+        behind = await _catch_up(console, client, base)
         if behind > BEHIND_AT_MOST:
             console.print(f"the worker is still {behind} records behind; uploading anyway")
         start = datetime.now(UTC) + timedelta(seconds=START_IN)
@@ -91,20 +91,32 @@ async def run_batch(
         return batch_id, await _follow(console, client, base, batch_id)
 
 
-async def _catch_up(client: httpx.AsyncClient, base: str) -> int:
-    """Records the worker has still to read (the sum of its ``appfirst_consumer_lag``),
-    once at most ``BEHIND_AT_MOST`` or after ``CATCH_UP_SECONDS``."""
+async def _catch_up(console: Console, client: httpx.AsyncClient, base: str) -> int:
+    """Records the worker has still to read, once at most ``BEHIND_AT_MOST`` or after
+    ``CATCH_UP_SECONDS``."""
     loop = asyncio.get_running_loop()
     end = loop.time() + CATCH_UP_SECONDS
+    said = False
     while True:
-        text = (await client.get(f"{base}/metrics")).text
-        behind = int(sum(float(m[1]) for m in LAG.finditer(text)))
+        behind = records_behind((await client.get(f"{base}/metrics")).text)
         if behind <= BEHIND_AT_MOST or loop.time() > end:
             return behind
+        if not said:
+            console.print(f"waiting for the worker to catch up ({behind} records behind)")
+            said = True
         await asyncio.sleep(0.5)
 
 
-LAG = re.compile(r"^appfirst_consumer_lag\{[^}]*\} (\S+)$", re.M)
+def records_behind(metrics: str) -> int:
+    """The sum of ``appfirst_consumer_lag`` over the partitions, from a /metrics page."""
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(metrics)
+            if family.name == "appfirst_consumer_lag"
+            for sample in family.samples
+        )
+    )
 
 
 async def _follow(console: Console, client: httpx.AsyncClient, base: str, batch_id: str) -> str:
