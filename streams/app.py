@@ -1,4 +1,8 @@
-"""The one Faust app. Agents live in their own modules and import from here."""
+"""The Faust app as appfirst configures it, and what every part's tables and agents share.
+
+``make_app`` builds the app from a ``Settings``; ``streams/context.py`` holds it with the
+settings and the clock, and ``streams/worker.py`` (``create_app``) adds each part's agents,
+tables, timers and pages to it. Nothing here is built at import."""
 
 from __future__ import annotations
 
@@ -12,24 +16,14 @@ import types
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.streams import _current_event
 
-from appfirst.clock import Clock, WallClock
-from appfirst.settings import get_settings
+from appfirst.settings import Settings
 from appfirst.streams.producer import DrainableProducer
 from appfirst.streams.rewind import AckedStream, RewindingTransport
-
-settings = get_settings()
-clock: Clock = WallClock()
-deadlines = settings.deadlines()
-
-# The dispatcher role is its own consumer group: a process that only sends shares no
-# partitions with the stream workers and can be scaled on its own.
-GROUP = "dispatcher" if settings.role == "dispatcher" else "worker"
 
 
 class Transport(RewindingTransport):
@@ -37,6 +31,10 @@ class Transport(RewindingTransport):
 
 
 class App(faust.App):
+    """Faust's app, with the settings it was made from (``make_app``)."""
+
+    settings: Settings
+
     def _new_transport(self) -> Any:
         # Faust's own Kafka transport, with a consumer that re-reads skipped records
         # (streams/rewind.py) and a producer whose buffer can be drained
@@ -44,38 +42,52 @@ class App(faust.App):
         return Transport(self.conf.broker_consumer, self)
 
 
-app = App(
-    f"{settings.topic_prefix}{GROUP}",
-    broker=settings.broker or "kafka://127.0.0.1:9092",
-    autodiscover=False,
-    key_serializer="raw",
-    value_serializer="raw",
-    topic_partitions=settings.partitions,
-    topic_replication_factor=settings.replication_factor,
-    broker_session_timeout=settings.session_timeout_seconds,
-    broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 5),
-    consumer_auto_offset_reset="earliest",
-    table_standby_replicas=0,
-    store="memory://",
-    datadir=settings.data_dir,
-    producer_acks=-1,
-    broker_commit_interval=settings.commit_interval_seconds,
-    producer_linger=settings.producer_linger_seconds,
-    # Tansu's list-offsets can trail the offsets a producer was just given; with the memory
-    # store a table kept across a rebalance would then trip Faust's check and crash the
-    # worker. Apache Kafka never trails; the check guards on-disk stores we do not use yet.
-    recovery_consistency_check=False,
-    # Faust can wait forever for an event fanned out to several agents to be acked before it
-    # rejoins the group (faust #402, faust-streaming #133), stalling every partition. Not
-    # waiting is safe here: only acked offsets are committed, and every effect is idempotent.
-    stream_wait_empty=False,
-    Stream=AckedStream,
-    web_enabled=True,
-    web_host=settings.web_host,
-    web_bind=settings.web_host,
-    web_port=settings.web_port,
-    web_in_thread=False,
-)
+def group_of(settings: Settings) -> str:
+    """The consumer group's name, less the topic prefix. The dispatcher role is its own
+    group: a process that only sends shares no partitions with the stream workers and can
+    be scaled on its own."""
+    return "dispatcher" if settings.role == "dispatcher" else "worker"
+
+
+def make_app(settings: Settings) -> App:
+    """The Faust app for ``settings``: no agents, tables or pages yet (``streams/worker.py``
+    adds those of the role)."""
+    app = App(
+        f"{settings.topic_prefix}{group_of(settings)}",
+        broker=settings.broker or "kafka://127.0.0.1:9092",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_seconds / 5),
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        store="memory://",
+        datadir=settings.data_dir,
+        producer_acks=-1,
+        broker_commit_interval=settings.commit_interval_seconds,
+        producer_linger=settings.producer_linger_seconds,
+        # Tansu's list-offsets can trail the offsets a producer was just given; with the
+        # memory store a table kept across a rebalance would then trip Faust's check and
+        # crash the worker. Apache Kafka never trails; the check guards on-disk stores we do
+        # not use yet.
+        recovery_consistency_check=False,
+        # Faust can wait forever for an event fanned out to several agents to be acked
+        # before it rejoins the group (faust #402, faust-streaming #133), stalling every
+        # partition. Not waiting is safe here: only acked offsets are committed, and every
+        # effect is idempotent.
+        stream_wait_empty=False,
+        Stream=AckedStream,
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_in_thread=False,
+    )
+    app.settings = settings
+    return app
 
 
 EXIT_CRASH_ONLY = 70
@@ -117,36 +129,6 @@ def exit_crash_only() -> None:
     os._exit(EXIT_CRASH_ONLY)
 
 
-def agent(channel: Any) -> Callable[[AgentFn], Any]:
-    """``app.agent``, crash-only: the one way agents are declared here."""
-
-    def declare(fn: AgentFn) -> Any:
-        return app.agent(channel)(crash_only(fn))
-
-    return declare
-
-
-def fault_point(name: str) -> None:
-    """Raise once per data directory where ``APPFIRST_FAULT_ONCE`` names this point: how
-    the crash tests make an agent fail mid-event, for real, in a worker process."""
-    if settings.fault_once != name:
-        return
-    marker = Path(settings.data_dir) / f"fault-{name}.done"
-    if marker.exists():
-        return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    raise RuntimeError(f"injected fault at {name} (APPFIRST_FAULT_ONCE)")
-
-
-def current(event: Any) -> bool:
-    """Whether ``event`` was fetched in the group's current generation and no rebalance is
-    under way: any other is read again from the committed offset (``streams/rewind.py``)."""
-    return bool(
-        app.flow_control.is_active() and event.message.generation_id == app.consumer_generation_id
-    )
-
-
 @contextmanager
 def acting_for(event: Any) -> Iterator[None]:
     """Table writes inside go to ``event``'s partition of the changelog. Faust takes the
@@ -160,38 +142,11 @@ def acting_for(event: Any) -> Iterator[None]:
         _current_event.reset(token)
 
 
-class _PartitionOnly:
+class PartitionOnly:
     """As much of an event as a table write needs: its source topic and partition."""
 
     def __init__(self, topic: str, partition: int) -> None:
         self.message = types.SimpleNamespace(topic=topic, partition=partition)
-
-
-@contextmanager
-def acting_for_partition(topic: str, partition: int) -> Iterator[None]:
-    """Table writes inside go to ``partition`` of the changelog, as if for a record of
-    ``topic`` (contract name): for timers, which write outside any event."""
-    stand_in = _PartitionOnly(settings.topic(topic), partition)
-    with acting_for(stand_in):
-        yield
-
-
-def tables_ready() -> bool:
-    """No rebalance or table recovery under way: a timer acting on a half-recovered table
-    could act early or twice."""
-    recovery: Any = getattr(app.tables, "recovery", None)
-    return not (
-        app.rebalancing
-        or getattr(app, "in_recovery", False)
-        or recovery is None
-        or not recovery.completed.is_set()
-    )
-
-
-def owned_partitions(topic: str) -> set[int]:
-    """The partitions of ``topic`` (contract name) this worker actively owns."""
-    name = settings.topic(topic)
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
 
 
 class SharedKeyTable(faust.Table[Any, Any]):
@@ -212,7 +167,8 @@ class WorkerGroupTable(SharedKeyTable):
     """
 
     def _changelog_topic_name(self) -> str:
-        return f"{settings.topic_prefix}worker-{self.name}-changelog"
+        prefix = cast(App, self.app).settings.topic_prefix
+        return f"{prefix}worker-{self.name}-changelog"
 
 
 class JsonRows:
@@ -264,31 +220,3 @@ async def each_row(table: Any) -> AsyncIterator[tuple[Any, Any]]:
             yield key, row
         if n % YIELD_EVERY == 0:
             await asyncio.sleep(0)
-
-
-def json_rows(name: str, *, worker_group_changelog: bool = False) -> JsonRows:
-    """``table`` for a row per message: JSON objects, held compact (``JsonRows``)."""
-    return JsonRows(table(name, worker_group_changelog=worker_group_changelog, raw_values=True))
-
-
-def table(name: str, *, worker_group_changelog: bool = False, raw_values: bool = False) -> Any:
-    """A table of JSON values under str keys (JSON keys survive changelog recovery as str).
-
-    ``raw_values``: the values are bytes the caller encodes (the tracker's compact state:
-    bytes cost far less memory than a dict of the same data).
-    """
-    values = "raw" if raw_values else "json"
-    schema: Any = faust.Schema(key_serializer="json", value_serializer=values)
-    kind = WorkerGroupTable if worker_group_changelog else SharedKeyTable
-    return app.tables.add(
-        kind(
-            app,
-            name=name,
-            default=None,
-            schema=schema,
-            # The changelog's serializer follows value_type, not the schema.
-            value_type=bytes if raw_values else None,
-            partitions=settings.partitions,
-            beacon=app.tables.beacon,
-        )
-    )

@@ -39,7 +39,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faust.types import TP
 
@@ -50,27 +50,12 @@ from appfirst.providers.base import Outbound
 from appfirst.providers.callbacks import fallback_reference
 from appfirst.providers.gateway import Gateway
 from appfirst.rules import sending as rules
-from appfirst.streams.app import acting_for, agent, app, clock, current, json_rows, settings
-from appfirst.streams.io import decode, durable, encode, log, send_acknowledged, short_topic
-from appfirst.streams.retention import keep_until, retain
-from appfirst.streams.topics import delivery_receipts, dispatcher_source, send_outcomes
+from appfirst.streams.app import acting_for
+from appfirst.streams.io import log
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReceiptStatus
 
-ledger = json_rows("sends", worker_group_changelog=True)
-# Each row also holds "p", its changelog partition, and "end": a reference is absorbed for
-# APPFIRST_KEEP_SETTLED_SECONDS after its last write, then forgotten.
-ledger_rows = retain("sends", ledger, "dispatches", lambda row: (row["p"], row["end"]))
-_sender: Gateway | None = None
-# How long a lost partition's sends in flight may take to finish before it goes: one
-# provider timeout, and a little for the ledger's flush.
-DRAIN_SECONDS = settings.provider_timeout_seconds + 2.0
-
-
-def sender() -> Gateway:
-    global _sender
-    if _sender is None:
-        _sender = factory.gateway(settings)
-    return _sender
+if TYPE_CHECKING:
+    from appfirst.streams.context import Context
 
 
 def _outbound(dispatch: Dispatch) -> Outbound | None:
@@ -130,9 +115,15 @@ class Item:
 class Lanes:
     """The queues and workers of both lanes, and the window of sends held."""
 
-    def __init__(self, stream: Any, gateway: Gateway) -> None:
+    def __init__(self, stream: Any, gateway: Gateway, dispatcher: Dispatcher) -> None:
+        settings = dispatcher.settings
         self.stream = stream
         self.gateway = gateway
+        self.dispatcher = dispatcher
+        self.io = dispatcher.io
+        self.clock = dispatcher.context.clock
+        self.ledger = dispatcher.ledger
+        self.drain_seconds = dispatcher.drain_seconds
         self.held: dict[str, Item] = {}  # by reference
         self.room = asyncio.Semaphore(settings.send_window)
         self.queues: dict[rules.Lane, asyncio.PriorityQueue[tuple[int, int, Item]]] = {
@@ -192,11 +183,11 @@ class Lanes:
             self.room.release()
 
     def _write(self, item: Item, row: dict[str, Any]) -> None:
-        _record(item.event, item.out.reference, row)
+        self.dispatcher._record(item.event, item.out.reference, row)
 
     async def _send(self, item: Item) -> None:
         out = item.out
-        row = ledger.get(out.reference)
+        row = self.ledger.get(out.reference)
         step = rules.next_step(row, item.lane)
         first = rules.first_tried(row)
         if step is rules.Next.ABSORB:
@@ -209,10 +200,10 @@ class Lanes:
                 out.reference,
                 extra=_ids(out),
             )
-            await _outcome(item, "unconfirmed")
+            await self.dispatcher._outcome(item, "unconfirmed")
             self._write(item, {"unconfirmed": True, "attempt": first})
             telemetry.sends_absorbed.labels(item.kind).inc()  # seen again, not re-sent
-            await durable()
+            await self.io.durable()
             await self._done(item)
             return
         abandoned = lambda: item.dropped  # noqa: E731
@@ -222,7 +213,7 @@ class Lanes:
                 if found is not None:
                     telemetry.sends_absorbed.labels(item.kind).inc()
                     self._write(item, {"provider_id": found})
-                    await durable()
+                    await self.io.durable()
                     await self._done(item)
                     return
 
@@ -230,9 +221,9 @@ class Lanes:
 
             async def attempting() -> None:
                 if tried[0] is None:
-                    tried[0] = clock.now().timestamp()
+                    tried[0] = self.clock.now().timestamp()
                 self._write(item, {"attempt": tried[0]})
-                await durable()  # a crash from here on must find this row
+                await self.io.durable()  # a crash from here on must find this row
 
             async def refused() -> None:
                 self._write(item, {"tried": tried[0]})
@@ -253,7 +244,7 @@ class Lanes:
                 exc.status,
                 extra=_ids(out),
             )
-            await _failure_receipt(item, given_up=False)
+            await self.dispatcher._failure_receipt(item, given_up=False)
             self._write(item, {"rejected": exc.status})
         except GivenUp as exc:
             log.warning(
@@ -262,7 +253,7 @@ class Lanes:
                 out.reference,
                 extra=_ids(out),
             )
-            await _failure_receipt(item, given_up=True)
+            await self.dispatcher._failure_receipt(item, given_up=True)
             self._write(item, {"given_up": exc.reason})
         except SentUnconfirmed:
             log.warning(
@@ -270,14 +261,14 @@ class Lanes:
                 out.reference,
                 extra=_ids(out),
             )
-            await _outcome(item, "unconfirmed")
+            await self.dispatcher._outcome(item, "unconfirmed")
             self._write(item, {"unconfirmed": True})
         else:
-            await _outcome(item, "accepted")
+            await self.dispatcher._outcome(item, "accepted")
             self._write(item, {"provider_id": provider_id})
         # Written through before the record is acknowledged: a ledger row lost with the
         # process would let a re-read send it a second time.
-        await durable()
+        await self.io.durable()
         await self._done(item)
 
     async def _done(self, item: Item) -> None:
@@ -309,8 +300,8 @@ class Lanes:
                 else:
                     self._release(item)
         if running:
-            await asyncio.wait(running, timeout=DRAIN_SECONDS)
-        await durable()
+            await asyncio.wait(running, timeout=self.drain_seconds)
+        await self.io.durable()
 
     async def close(self) -> None:
         for worker in self.workers:
@@ -318,136 +309,158 @@ class Lanes:
         await asyncio.gather(*self.workers, return_exceptions=True)
 
 
-_lanes: Lanes | None = None
+class Dispatcher:
+    """The agent that sends dispatches and fallbacks through the lanes, the ledger of every
+    reference sent (table ``sends``), and the lanes' gauges."""
 
-
-def _update_share() -> None:
-    if not settings.share_provider_limits or _sender is None:
-        return
-    name = settings.topic("dispatches")
-    owned = sum(1 for tp in app.assignor.assigned_actives() if tp.topic == name)
-    _sender.set_share(rules.share(owned, settings.partitions))
-
-
-@agent(dispatcher_source)
-async def dispatch(stream: Any) -> None:
-    global _lanes
-    manual = stream.noack()
-    lanes = _lanes = Lanes(manual, sender()) if settings.providers != "off" else None
-    try:
-        async for event in manual.events():
-            if not current(event):
-                continue  # read again from the committed offset after the rebalance
-            await _take(manual, lanes, event)
-    except asyncio.CancelledError:
-        if lanes is not None:
-            stopping = app.should_stop
-            if stopping:
-                lanes.gateway.stop_new_attempts()
-            # Finish what is in flight (shielded: a second cancel must not cut it off).
-            drain = asyncio.ensure_future(lanes.let_go(None))
-            await asyncio.wait({drain})
-            await lanes.close()
-            if not stopping:
-                # Restarted inside a running worker, the agent would not read the dropped
-                # records again: exit, and the partitions' next owner reads them.
-                log.critical("dispatcher cancelled outside a stop; exiting")
-                os._exit(70)
-        raise
-
-
-def _record(event: Any, reference: str, row: dict[str, Any]) -> None:
-    row = {**row, "p": event.message.partition, "end": keep_until()}
-    with acting_for(event):
-        ledger[reference] = row
-    ledger_rows.note(reference, row)
-
-
-async def _take(stream: Any, lanes: Lanes | None, event: Any) -> None:
-    out, kind, origin = await _outbound_of(event)
-    if out is None:
-        await stream.ack(event)
-        return
-    if lanes is None:  # APPFIRST_PROVIDERS=off: only the ledger
-        if ledger.get(out.reference) is None:
-            _record(event, out.reference, {"provider_id": None})
-        else:
-            telemetry.sends_absorbed.labels(kind).inc()
-        await stream.ack(event)
-        return
-    if rules.next_step(ledger.get(out.reference), rules.lane(out.channel)) is rules.Next.ABSORB:
-        telemetry.sends_absorbed.labels(kind).inc()
-        await stream.ack(event)
-        return
-    _update_share()
-    await lanes.admit(event, out, kind, origin)
-
-
-async def _outbound_of(event: Any) -> tuple[Outbound | None, str, str | None]:
-    if short_topic(event.message.topic) == "dispatches":
-        d = await decode(event, Dispatch, "dispatcher")
-        return (_outbound(d) if d else None), "dispatch", (d.origin if d else None)
-    fb = await decode(event, Fallback, "dispatcher")
-    out = _fallback_outbound(fb) if fb else None
-    if fb is not None and out is None:
-        log.error(
-            "fallback without a usable mobile message_id=%s",
-            fb.message_id,
-            extra={"message_id": fb.message_id},
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.io = context.io
+        self.topics = topics = context.topics
+        self.ledger = context.json_rows("sends", worker_group_changelog=True)
+        # Each row also holds "p", its changelog partition, and "end": a reference is
+        # absorbed for APPFIRST_KEEP_SETTLED_SECONDS after its last write, then forgotten.
+        self.ledger_rows = context.retention.retain(
+            "sends", self.ledger, "dispatches", lambda row: (row["p"], row["end"])
         )
-        telemetry.fallbacks_undeliverable.inc()
-    return out, "fallback", (fb.origin if fb else None)
+        self._sender: Gateway | None = None
+        # How long a lost partition's sends in flight may take to finish before it goes: one
+        # provider timeout, and a little for the ledger's flush.
+        self.drain_seconds = self.settings.provider_timeout_seconds + 2.0
+        self._lanes: Lanes | None = None
+        self.dispatch: Any = context.agent(topics.dispatcher_source)(self._dispatch)
+        context.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        context.app.timer(interval=1.0)(self._lane_gauges)
 
+    def sender(self) -> Gateway:
+        if self._sender is None:
+            self._sender = factory.gateway(self.settings)
+        return self._sender
 
-async def _outcome(item: Item, outcome: str) -> None:
-    """Say on ``send-outcomes`` when a message's own send was accepted: the tracker starts
-    an NHS App message's fallback deadline there, and the message status says "sent".
-    Acknowledged by the broker before the ledger records the send, so a send recorded is
-    a send they will hear of (a crash in between leaves an ``attempt``, recorded
-    unconfirmed, and told, when read again). Not for fallback SMS: the patient has already
-    been told in the NHS App, and the practice sees no update for the backup."""
-    out = item.out
-    if item.kind != "dispatch":
-        return
-    value = json.dumps(
-        {"outcome": outcome, "at": clock.now().isoformat(), "channel": out.channel}
-    ).encode()
-    await send_acknowledged(send_outcomes, out.message_id.encode(), value)
+    def _update_share(self) -> None:
+        settings = self.settings
+        if not settings.share_provider_limits or self._sender is None:
+            return
+        name = settings.topic("dispatches")
+        owned = sum(1 for tp in self.context.app.assignor.assigned_actives() if tp.topic == name)
+        self._sender.set_share(rules.share(owned, settings.partitions))
 
+    async def _dispatch(self, stream: Any) -> None:
+        manual = stream.noack()
+        lanes = self._lanes = (
+            Lanes(manual, self.sender(), self) if self.settings.providers != "off" else None
+        )
+        try:
+            async for event in manual.events():
+                if not self.context.current(event):
+                    continue  # read again from the committed offset after the rebalance
+                await self._take(manual, lanes, event)
+        except asyncio.CancelledError:
+            if lanes is not None:
+                stopping = self.context.app.should_stop
+                if stopping:
+                    lanes.gateway.stop_new_attempts()
+                # Finish what is in flight (shielded: a second cancel must not cut it off).
+                drain = asyncio.ensure_future(lanes.let_go(None))
+                await asyncio.wait({drain})
+                await lanes.close()
+                if not stopping:
+                    # Restarted inside a running worker, the agent would not read the dropped
+                    # records again: exit, and the partitions' next owner reads them.
+                    log.critical("dispatcher cancelled outside a stop; exiting")
+                    os._exit(70)
+            raise
 
-async def _failure_receipt(item: Item, *, given_up: bool) -> None:
-    """A refused send as the receipt the provider would have sent: ``rejected`` or (given
-    up) ``failed`` for the NHS App, so that it falls back at once; ``technical_failure``
-    for SMS and email, so that the practice sees it. Acknowledged before the ledger
-    records the refusal, for the same reason as ``_outcome``."""
-    out = item.out
-    status: ReceiptStatus = "technical_failure"
-    if out.channel == "nhs_app":
-        status = "failed" if given_up else "rejected"
-    receipt = DeliveryReceipt(
-        message_id=out.message_id,
-        channel=out.channel,
-        status=status,
-        occurred_at=clock.now(),
-        leg="fallback" if out.reference != out.message_id else "primary",
-    )
-    await send_acknowledged(delivery_receipts, out.message_id.encode(), encode(receipt))
+    def _record(self, event: Any, reference: str, row: dict[str, Any]) -> None:
+        row = {**row, "p": event.message.partition, "end": self.context.retention.keep_until()}
+        with acting_for(event):
+            self.ledger[reference] = row
+        self.ledger_rows.note(reference, row)
 
+    async def _take(self, stream: Any, lanes: Lanes | None, event: Any) -> None:
+        out, kind, origin = await self._outbound_of(event)
+        if out is None:
+            await stream.ack(event)
+            return
+        if lanes is None:  # APPFIRST_PROVIDERS=off: only the ledger
+            if self.ledger.get(out.reference) is None:
+                self._record(event, out.reference, {"provider_id": None})
+            else:
+                telemetry.sends_absorbed.labels(kind).inc()
+            await stream.ack(event)
+            return
+        step = rules.next_step(self.ledger.get(out.reference), rules.lane(out.channel))
+        if step is rules.Next.ABSORB:
+            telemetry.sends_absorbed.labels(kind).inc()
+            await stream.ack(event)
+            return
+        self._update_share()
+        await lanes.admit(event, out, kind, origin)
 
-@app.on_partitions_revoked.connect  # type: ignore[arg-type]
-async def _on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
-    if _lanes is None:
-        return
-    names = {settings.topic("dispatches"), settings.topic("fallbacks")}
-    await _lanes.let_go({tp.partition for tp in revoked if tp.topic in names})
+    async def _outbound_of(self, event: Any) -> tuple[Outbound | None, str, str | None]:
+        io = self.io
+        if io.short_topic(event.message.topic) == "dispatches":
+            d = await io.decode(event, Dispatch, "dispatcher")
+            return (_outbound(d) if d else None), "dispatch", (d.origin if d else None)
+        fb = await io.decode(event, Fallback, "dispatcher")
+        out = _fallback_outbound(fb) if fb else None
+        if fb is not None and out is None:
+            log.error(
+                "fallback without a usable mobile message_id=%s",
+                fb.message_id,
+                extra={"message_id": fb.message_id},
+            )
+            telemetry.fallbacks_undeliverable.inc()
+        return out, "fallback", (fb.origin if fb else None)
 
+    async def _outcome(self, item: Item, outcome: str) -> None:
+        """Say on ``send-outcomes`` when a message's own send was accepted: the tracker
+        starts an NHS App message's fallback deadline there, and the message status says
+        "sent". Acknowledged by the broker before the ledger records the send, so a send
+        recorded is a send they will hear of (a crash in between leaves an ``attempt``,
+        recorded unconfirmed, and told, when read again). Not for fallback SMS: the patient
+        has already been told in the NHS App, and the practice sees no update for the
+        backup."""
+        out = item.out
+        if item.kind != "dispatch":
+            return
+        value = json.dumps(
+            {"outcome": outcome, "at": self.context.clock.now().isoformat(), "channel": out.channel}
+        ).encode()
+        await self.io.send_acknowledged(self.topics.send_outcomes, out.message_id.encode(), value)
 
-@app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-async def _lane_gauges() -> None:
-    if _lanes is None:
-        return
-    _update_share()
-    for lane, age in _lanes.oldest().items():
-        telemetry.oldest_unsent.labels(lane).set(age)
-    for lane, count in _lanes.pending().items():
-        telemetry.sends_pending.labels(lane).set(count)
+    async def _failure_receipt(self, item: Item, *, given_up: bool) -> None:
+        """A refused send as the receipt the provider would have sent: ``rejected`` or (given
+        up) ``failed`` for the NHS App, so that it falls back at once; ``technical_failure``
+        for SMS and email, so that the practice sees it. Acknowledged before the ledger
+        records the refusal, for the same reason as ``_outcome``."""
+        out = item.out
+        status: ReceiptStatus = "technical_failure"
+        if out.channel == "nhs_app":
+            status = "failed" if given_up else "rejected"
+        receipt = DeliveryReceipt(
+            message_id=out.message_id,
+            channel=out.channel,
+            status=status,
+            occurred_at=self.context.clock.now(),
+            leg="fallback" if out.reference != out.message_id else "primary",
+        )
+        await self.io.send_acknowledged(
+            self.topics.delivery_receipts, out.message_id.encode(), self.io.encode(receipt)
+        )
+
+    async def _on_revoked(self, app: Any, revoked: set[TP], **kwargs: Any) -> None:
+        if self._lanes is None:
+            return
+        names = {self.settings.topic("dispatches"), self.settings.topic("fallbacks")}
+        await self._lanes.let_go({tp.partition for tp in revoked if tp.topic in names})
+
+    async def _lane_gauges(self) -> None:
+        if self._lanes is None:
+            return
+        self._update_share()
+        for lane, age in self._lanes.oldest().items():
+            telemetry.oldest_unsent.labels(lane).set(age)
+        for lane, count in self._lanes.pending().items():
+            telemetry.sends_pending.labels(lane).set(count)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from appfirst.rules.contact import number_fingerprint
-from appfirst.streams.app import app, clock, settings
 from appfirst.streams.broadcast import BroadcastTable
 from appfirst.topics.catalogue import FAILED_NUMBERS
 
-_KEY = settings.number_hash_key.get_secret_value().encode()
+if TYPE_CHECKING:
+    from appfirst.streams.context import Context
 
 
 def _latest(_: str, value: bytes, current: datetime | None) -> datetime | None:
@@ -24,23 +25,26 @@ def _latest(_: str, value: bytes, current: datetime | None) -> datetime | None:
     return failed_at if current is None or failed_at > current else None
 
 
-# fingerprint -> time of the latest failure, on every worker
-failed_numbers_cache: BroadcastTable[datetime] = BroadcastTable(
-    settings, settings.topic(FAILED_NUMBERS), _latest
-)
+class FailedNumbers:
+    """The latest failure of each number fingerprint, read whole from ``failed-numbers`` on
+    every worker, and whether a number failed recently."""
 
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.settings = context.settings
+        self._key = context.settings.number_hash_key.get_secret_value().encode()
+        # fingerprint -> time of the latest failure, on every worker
+        self.failed_numbers_cache: BroadcastTable[datetime] = context.broadcast(
+            FAILED_NUMBERS, _latest, before_ready=True
+        )
 
-@app.task  # type: ignore[untyped-decorator]
-async def follow_failed_numbers() -> None:
-    await failed_numbers_cache.run()
+    def fingerprint(self, e164: str) -> str:
+        return number_fingerprint(e164, self._key)
 
-
-def fingerprint(e164: str) -> str:
-    return number_fingerprint(e164, _KEY)
-
-
-def failed_recently(e164: str) -> bool:
-    failed_at = failed_numbers_cache.get(fingerprint(e164))
-    if failed_at is None:
-        return False
-    return clock.now() - failed_at <= timedelta(days=settings.likely_to_fail_days)
+    def failed_recently(self, e164: str) -> bool:
+        failed_at = self.failed_numbers_cache.get(self.fingerprint(e164))
+        if failed_at is None:
+            return False
+        return self.context.clock.now() - failed_at <= timedelta(
+            days=self.settings.likely_to_fail_days
+        )

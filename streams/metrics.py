@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appfirst.rules.pilot import (
     COUNTED,
@@ -40,122 +40,294 @@ from appfirst.rules.pilot import (
     sum_types,
 )
 from appfirst.rules.stats import Comparison, Practice, compare
-from appfirst.streams.app import acting_for, agent, app, clock, current, json_rows, settings, table
-from appfirst.streams.io import (
-    count_in,
-    decode,
-    decode_outcome,
-    encode,
-    loads,
-    reject,
-    send,
-    short_topic,
-)
-from appfirst.streams.retention import keep_until, retain
-from appfirst.streams.topics import metric_facts, metrics_source, pilot_metrics, practice_stats
+from appfirst.streams.app import acting_for
+from appfirst.streams.io import loads
 from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
+
+if TYPE_CHECKING:
+    from appfirst.streams.context import Context
 
 ARMS: tuple[Arm, ...] = ("treatment", "control")
 ALL = "all"  # the message type that stands for every type
 
-# message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t,
-#                "p": changelog partition, "end": epoch}
-message_table = json_rows("metric-messages")
-message_rows = retain(
-    "metric-messages", message_table, "dispatches", lambda row: (row["p"], row["end"])
-)
-# arm|type|ods -> {"partition": p, "stats": ArmStats JSON,
-#   "days": {London date of dispatch: [sent, read, fallbacks, responded]}} (the trend)
-stats_table = table("arm-stats")
-# collector|arm|ods (|type in the collector of all) -> {"partition": p,
-#   "counts": {horizon: [sent, responded, read, fb]}, "days": {date: [sent, read, fb, resp]}}
-# A row per practice, not per collector: a snapshot then rewrites one practice's counts,
-# not every practice's (at national scale, thousands, times the types for ``all``).
-practice_table = table("practice-summaries")
-_sent_snapshots: dict[str, str] = {}
-_published: dict[str, Any] = {}
 
+class Metrics:
+    """The three stages above: facts per message, counts per practice, metrics per type."""
 
-async def _emit(fact: Fact) -> None:
-    payload = json.dumps(vars(fact)).encode()
-    # The record's time is its message's dispatch (as a London day), the day the trend
-    # counts a read or response on.
-    timestamp = london_day_timestamp(fact.dispatched_at)
-    await send(metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp)
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.clock = context.clock
+        self.app = context.app
+        self.io = context.io
+        self.topics = topics = context.topics
+        # message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t,
+        #                "p": changelog partition, "end": epoch}
+        self.message_table = context.json_rows("metric-messages")
+        self.message_rows = context.retention.retain(
+            "metric-messages", self.message_table, "dispatches", lambda row: (row["p"], row["end"])
+        )
+        # arm|type|ods -> {"partition": p, "stats": ArmStats JSON,
+        #   "days": {London date of dispatch: [sent, read, fallbacks, responded]}} (the trend)
+        self.stats_table = context.table("arm-stats")
+        # collector|arm|ods (|type in the collector of all) -> {"partition": p,
+        #   "counts": {horizon: [sent, responded, read, fb]},
+        #   "days": {date: [sent, read, fb, resp]}}
+        # A row per practice, not per collector: a snapshot then rewrites one practice's
+        # counts, not every practice's (at national scale, thousands, times the types for
+        # ``all``).
+        self.practice_table = context.table("practice-summaries")
+        self._sent_snapshots: dict[str, str] = {}
+        self._published: dict[str, Any] = {}
+        self.join_facts: Any = context.agent(topics.metrics_source)(self._join_facts)
+        self.aggregate: Any = context.agent(topics.metric_facts)(self._aggregate)
+        context.app.timer(interval=self.settings.metrics_publish_seconds)(self.snapshot_practices)
+        self.collect: Any = context.agent(topics.practice_stats)(self._collect)
+        context.app.timer(interval=self.settings.metrics_publish_seconds)(self.publish)
 
+    async def _emit(self, fact: Fact) -> None:
+        payload = json.dumps(vars(fact)).encode()
+        # The record's time is its message's dispatch (as a London day), the day the trend
+        # counts a read or response on.
+        timestamp = london_day_timestamp(fact.dispatched_at)
+        await self.io.send(
+            self.topics.metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp
+        )
 
-async def _observe(event: Any) -> tuple[str, Observation, float, tuple[str, ...] | None] | None:
-    """(message_id, kind, when, (arm, type, ods) for a dispatch) or None to skip."""
-    topic = short_topic(event.message.topic)
-    if topic == SEND_OUTCOMES:
-        outcome = await decode_outcome(event, "metrics")
-        return None if outcome is None else (outcome.message_id, "seen", epoch(outcome.at), None)
-    if topic == "dispatches":
-        d = await decode(event, Dispatch, "metrics")
-        # The pilot counts messages that were sent, by practices in an arm.
-        if d is None or d.arm is None or d.channel == "none":
-            return None
-        sent_as = (d.arm, d.message_type, d.ods_code)
-        return d.message_id, "sent", epoch(d.dispatched_at), sent_as
-    if topic == "read-receipts":
-        r = await decode(event, ReadReceipt, "metrics")
-        return None if r is None else (r.message_id, "read", epoch(r.read_at), None)
-    if topic == "fallbacks":
-        f = await decode(event, Fallback, "metrics")
-        return None if f is None else (f.message_id, "fallback", epoch(f.emitted_at), None)
-    resp = await decode(event, Response, "metrics")
-    return None if resp is None else (resp.message_id, "responded", epoch(resp.responded_at), None)
+    async def _observe(
+        self, event: Any
+    ) -> tuple[str, Observation, float, tuple[str, ...] | None] | None:
+        """(message_id, kind, when, (arm, type, ods) for a dispatch) or None to skip."""
+        io = self.io
+        topic = io.short_topic(event.message.topic)
+        if topic == SEND_OUTCOMES:
+            outcome = await io.decode_outcome(event, "metrics")
+            return (
+                None if outcome is None else (outcome.message_id, "seen", epoch(outcome.at), None)
+            )
+        if topic == "dispatches":
+            d = await io.decode(event, Dispatch, "metrics")
+            # The pilot counts messages that were sent, by practices in an arm.
+            if d is None or d.arm is None or d.channel == "none":
+                return None
+            sent_as = (d.arm, d.message_type, d.ods_code)
+            return d.message_id, "sent", epoch(d.dispatched_at), sent_as
+        if topic == "read-receipts":
+            r = await io.decode(event, ReadReceipt, "metrics")
+            return None if r is None else (r.message_id, "read", epoch(r.read_at), None)
+        if topic == "fallbacks":
+            f = await io.decode(event, Fallback, "metrics")
+            return None if f is None else (f.message_id, "fallback", epoch(f.emitted_at), None)
+        resp = await io.decode(event, Response, "metrics")
+        return (
+            None if resp is None else (resp.message_id, "responded", epoch(resp.responded_at), None)
+        )
 
-
-@agent(metrics_source)
-async def join_facts(stream: Any) -> None:
-    async for event in stream.events():
-        seen = await _observe(event)
-        if seen is None:
-            continue
-        message_id, kind, at, sent_as = seen
-        stored = message_table.get(message_id)
-        state = dict(stored or {})
-        if kind == "responded":
-            refused = refused_response(state, at)
-            if refused is not None:
-                await reject(event.message, refused, "metrics")  # never counted
+    async def _join_facts(self, stream: Any) -> None:
+        async for event in stream.events():
+            seen = await self._observe(event)
+            if seen is None:
                 continue
-        facts = message_facts(state, kind, at, sent_as)
-        if kind == "seen" and stored is not None and state.get("v") == stored.get("v"):
-            continue  # an outcome read again, or a later one: nothing to write
-        for fact in facts:
-            await _emit(fact)
-        if facts or kind != "sent":
-            now = clock.now().timestamp()
-            keep = keep_until(now)
-            if state.get("d") is not None:
-                # Past the 7 days in which a response counts, so that a late or repeated
-                # one is told apart (and refused) rather than taken for a first.
-                keep = max(keep, now + settings.keep_sent_metrics_seconds)
-            state.update(p=event.message.partition, end=keep)
-            message_table[message_id] = state
-            message_rows.note(message_id, state)
+            message_id, kind, at, sent_as = seen
+            stored = self.message_table.get(message_id)
+            state = dict(stored or {})
+            if kind == "responded":
+                refused = refused_response(state, at)
+                if refused is not None:
+                    await self.io.reject(event.message, refused, "metrics")  # never counted
+                    continue
+            facts = message_facts(state, kind, at, sent_as)
+            if kind == "seen" and stored is not None and state.get("v") == stored.get("v"):
+                continue  # an outcome read again, or a later one: nothing to write
+            for fact in facts:
+                await self._emit(fact)
+            if facts or kind != "sent":
+                now = self.clock.now().timestamp()
+                keep = self.context.retention.keep_until(now)
+                if state.get("d") is not None:
+                    # Past the 7 days in which a response counts, so that a late or repeated
+                    # one is told apart (and refused) rather than taken for a first.
+                    keep = max(keep, now + self.settings.keep_sent_metrics_seconds)
+                state.update(p=event.message.partition, end=keep)
+                self.message_table[message_id] = state
+                self.message_rows.note(message_id, state)
 
+    async def _aggregate(self, stream: Any) -> None:
+        # A batch at a time: a practice's row is written once per batch, not once per fact.
+        # Facts come keyed by practice and type, so a batch holds many of each: one changelog
+        # record per row and batch, where a write per fact would cost one per fact.
+        settings = self.settings
+        async for batch in stream.take_events(
+            settings.metrics_batch, within=settings.metrics_within
+        ):
+            facts = []
+            for event in batch:
+                if not self.context.current(event):
+                    continue  # read again by the partition's owner (streams/rewind.py)
+                fact = _fact_of(event)
+                if isinstance(fact, str):
+                    await self.io.reject(event.message, f"not a metric fact: {fact}", "metrics")
+                    continue
+                self.io.count_in(event)
+                facts.append((event, fact))
+            self._aggregate_facts(facts)  # an error exits the worker (streams/app.crash_only)
 
-@agent(metric_facts)
-async def aggregate(stream: Any) -> None:
-    # A batch at a time: a practice's row is written once per batch, not once per fact.
-    # Facts come keyed by practice and type, so a batch holds many of each: one changelog
-    # record per row and batch, where a write per fact would cost one per fact.
-    async for batch in stream.take_events(settings.metrics_batch, within=settings.metrics_within):
-        facts = []
-        for event in batch:
-            if not current(event):
-                continue  # read again by the partition's owner (streams/rewind.py)
-            fact = _fact_of(event)
-            if isinstance(fact, str):
-                await reject(event.message, f"not a metric fact: {fact}", "metrics")
+    def _aggregate_facts(self, facts: list[tuple[Any, Fact]]) -> None:
+        settings = self.settings
+        # key -> (stats, trend days, the last event counted)
+        rows: dict[str, tuple[ArmStats, dict[str, list[int]], Any]] = {}
+        for event, fact in facts:
+            key = fact.aggregate_key()
+            if key in rows:
+                stats, days, _ = rows[key]
+            else:
+                raw = self.stats_table.get(key)
+                stats = (
+                    ArmStats.from_json(raw["stats"], settings.metric_horizons)
+                    if raw
+                    else ArmStats.new(settings.metric_horizons)
+                )
+                days = {d: list(row) for d, row in (raw or {}).get("days", {}).items()}
+            stats.add(fact)
+            count_day(days, fact)
+            rows[key] = (stats, days, event)
+        now = self.clock.now().timestamp()
+        # Every row is made before any is written: an error part-way (the process exits, the
+        # batch is read again) must not leave some rows counted and the rest not.
+        updates = []
+        for key, (stats, days, event) in rows.items():
+            stats.fold(now)
+            row = {
+                "partition": event.message.partition,
+                "stats": stats.to_json(),
+                "days": kept_days(days, now, settings.metric_trend_days),
+            }
+            updates.append((key, row, event))
+        for key, row, event in updates:
+            with acting_for(event):  # each key's changelog partition is its events'
+                self.stats_table[key] = row
+
+    async def snapshot_practices(self) -> None:
+        """Each owned practice's matured counts, to the message type's collector."""
+        settings = self.settings
+        if self.app.rebalancing:
+            return
+        owned = self.context.owned_partitions("metric-facts")
+        now = self.clock.now().timestamp()
+        for key, raw in list(self.stats_table.items()):
+            if raw["partition"] not in owned:
                 continue
-            count_in(event)
-            facts.append((event, fact))
-        _aggregate(facts)  # an error exits the worker (streams/app.crash_only)
+            arm, message_type, ods = key.split("|", 2)
+            stats = ArmStats.from_json(raw["stats"], settings.metric_horizons)
+            days = kept_days(raw["days"], now, settings.metric_trend_days)
+            counts = {
+                str(h): [c.sent, c.responded, c.read, c.fallbacks]
+                for h, c in stats.snapshot(now).items()
+            }
+            snapshot = {
+                "arm": arm,
+                "ods": ods,
+                "type": message_type,
+                "counts": counts,
+                "days": days,
+            }
+            value = json.dumps(snapshot, sort_keys=True)
+            if self._sent_snapshots.get(key) == value:
+                continue
+            # To its type's collector, and to the collector of ``all``, which sums the types:
+            # a snapshot per practice and type every few seconds, where counting ``all`` as
+            # facts cost a second record per fact.
+            for collector in (message_type, ALL):
+                await self.io.send(self.topics.practice_stats, collector.encode(), value.encode())
+            self._sent_snapshots[key] = value
+
+    async def _collect(self, stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                collector = event.message.key.decode()
+                snapshot = loads(event.message.value)
+                practice = f"{snapshot['arm']}|{snapshot['ods']}"
+                if collector == ALL:
+                    practice += f"|{snapshot['type']}"
+                if not isinstance(snapshot["counts"], dict) or not isinstance(
+                    snapshot["days"], dict
+                ):
+                    raise TypeError("counts and days must be objects")
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                await self.io.reject(
+                    event.message, f"not a practice snapshot: {type(exc).__name__}", "metrics"
+                )
+                continue
+            self.io.count_in(event)
+            self.practice_table[f"{collector}|{practice}"] = {
+                "partition": event.message.partition,
+                "counts": snapshot["counts"],
+                "days": snapshot["days"],
+            }
+
+    async def publish(self) -> None:
+        if self.app.rebalancing:
+            return
+        io = self.io
+        topics = self.topics
+        owned = self.context.owned_partitions("practice-stats")
+        now = self.clock.now()
+        published = self._published
+        rows_of = collected(list(self.practice_table.items()), owned)
+        for message_type, (practices, days) in rows_of.items():
+            if message_type == ALL:
+                practices, days = sum_types(practices), sum_types(days)
+            for horizon in self.settings.metric_horizons:
+                for arm, counts in arm_totals(practices, horizon).items():
+                    if arm not in ARMS:
+                        continue
+                    metric_key = f"arm_rate|{arm}|{message_type}|{horizon}"
+                    counted = (counts.sent, counts.responded, counts.read, counts.fallbacks)
+                    if published.get(metric_key) == counted:
+                        continue
+                    metric = PilotMetric(
+                        kind="arm_rate",
+                        key=metric_key,
+                        arm=arm,
+                        message_type=message_type,
+                        horizon_seconds=horizon,
+                        sent=counts.sent,
+                        responded=counts.responded,
+                        response_rate=counts.response_rate,
+                        read=counts.read,
+                        fallbacks=counts.fallbacks,
+                        updated_at=now,
+                    )
+                    await io.send(topics.pilot_metrics, metric_key.encode(), io.encode(metric))
+                    published[metric_key] = counted
+                rows = practice_rows(practices, horizon)
+                comparison_key = f"comparison|{message_type}|{horizon}"
+                fingerprint = sorted((p.arm, p.sent, p.responded) for p in rows)
+                if published.get(comparison_key) == fingerprint:
+                    continue
+                comparison = comparison_metric(message_type, horizon, compare(rows), now)
+                await io.send(topics.pilot_metrics, comparison_key.encode(), io.encode(comparison))
+                published[comparison_key] = fingerprint
+            for (arm, day), row in sorted(daily_totals(days).items()):
+                trend_key = f"trend|{arm}|{message_type}|{day}"
+                if arm not in ARMS or published.get(trend_key) == row:
+                    continue
+                sent, read, fallbacks, responded = row
+                trend = PilotMetric(
+                    kind="trend",
+                    key=trend_key,
+                    arm=arm,
+                    message_type=message_type,
+                    day=date.fromisoformat(day),
+                    sent=sent,
+                    read=read,
+                    fallbacks=fallbacks,
+                    responded=responded,
+                    updated_at=now,
+                )
+                await io.send(topics.pilot_metrics, trend_key.encode(), io.encode(trend))
+                published[trend_key] = row
 
 
 def _fact_of(event: Any) -> Fact | str:
@@ -178,103 +350,6 @@ def _fact_of(event: Any) -> Fact | str:
     if key != fact.aggregate_key():
         return "keyed by another practice"
     return fact
-
-
-def _aggregate(facts: list[tuple[Any, Fact]]) -> None:
-    # key -> (stats, trend days, the last event counted)
-    rows: dict[str, tuple[ArmStats, dict[str, list[int]], Any]] = {}
-    for event, fact in facts:
-        key = fact.aggregate_key()
-        if key in rows:
-            stats, days, _ = rows[key]
-        else:
-            raw = stats_table.get(key)
-            stats = (
-                ArmStats.from_json(raw["stats"], settings.metric_horizons)
-                if raw
-                else ArmStats.new(settings.metric_horizons)
-            )
-            days = {d: list(row) for d, row in (raw or {}).get("days", {}).items()}
-        stats.add(fact)
-        count_day(days, fact)
-        rows[key] = (stats, days, event)
-    now = clock.now().timestamp()
-    # Every row is made before any is written: an error part-way (the process exits, the
-    # batch is read again) must not leave some rows counted and the rest not.
-    updates = []
-    for key, (stats, days, event) in rows.items():
-        stats.fold(now)
-        row = {
-            "partition": event.message.partition,
-            "stats": stats.to_json(),
-            "days": kept_days(days, now, settings.metric_trend_days),
-        }
-        updates.append((key, row, event))
-    for key, row, event in updates:
-        with acting_for(event):  # each key's changelog partition is its events'
-            stats_table[key] = row
-
-
-def _owned(topic: str) -> set[int]:
-    name = settings.topic(topic)
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == name}
-
-
-@app.timer(interval=settings.metrics_publish_seconds)  # type: ignore[untyped-decorator]
-async def snapshot_practices() -> None:
-    """Each owned practice's matured counts, to the message type's collector."""
-    if app.rebalancing:
-        return
-    owned = _owned("metric-facts")
-    now = clock.now().timestamp()
-    for key, raw in list(stats_table.items()):
-        if raw["partition"] not in owned:
-            continue
-        arm, message_type, ods = key.split("|", 2)
-        stats = ArmStats.from_json(raw["stats"], settings.metric_horizons)
-        days = kept_days(raw["days"], now, settings.metric_trend_days)
-        counts = {
-            str(h): [c.sent, c.responded, c.read, c.fallbacks]
-            for h, c in stats.snapshot(now).items()
-        }
-        snapshot = {
-            "arm": arm,
-            "ods": ods,
-            "type": message_type,
-            "counts": counts,
-            "days": days,
-        }
-        value = json.dumps(snapshot, sort_keys=True)
-        if _sent_snapshots.get(key) == value:
-            continue
-        # To its type's collector, and to the collector of ``all``, which sums the types:
-        # a snapshot per practice and type every few seconds, where counting ``all`` as
-        # facts cost a second record per fact.
-        for collector in (message_type, ALL):
-            await send(practice_stats, collector.encode(), value.encode())
-        _sent_snapshots[key] = value
-
-
-@agent(practice_stats)
-async def collect(stream: Any) -> None:
-    async for event in stream.events():
-        try:
-            collector = event.message.key.decode()
-            snapshot = loads(event.message.value)
-            practice = f"{snapshot['arm']}|{snapshot['ods']}"
-            if collector == ALL:
-                practice += f"|{snapshot['type']}"
-            if not isinstance(snapshot["counts"], dict) or not isinstance(snapshot["days"], dict):
-                raise TypeError("counts and days must be objects")
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            await reject(event.message, f"not a practice snapshot: {type(exc).__name__}", "metrics")
-            continue
-        count_in(event)
-        practice_table[f"{collector}|{practice}"] = {
-            "partition": event.message.partition,
-            "counts": snapshot["counts"],
-            "days": snapshot["days"],
-        }
 
 
 def collected(rows: list[tuple[str, Any]], owned: set[int]) -> dict[str, tuple[Any, Any]]:
@@ -357,64 +432,3 @@ def comparison_metric(
             "control_sent": result.control.sent,
         }
     return PilotMetric.model_validate(base)
-
-
-@app.timer(interval=settings.metrics_publish_seconds)  # type: ignore[untyped-decorator]
-async def publish() -> None:
-    if app.rebalancing:
-        return
-    owned = _owned("practice-stats")
-    now = clock.now()
-    for message_type, (practices, days) in collected(list(practice_table.items()), owned).items():
-        if message_type == ALL:
-            practices, days = sum_types(practices), sum_types(days)
-        for horizon in settings.metric_horizons:
-            for arm, counts in arm_totals(practices, horizon).items():
-                if arm not in ARMS:
-                    continue
-                metric_key = f"arm_rate|{arm}|{message_type}|{horizon}"
-                counted = (counts.sent, counts.responded, counts.read, counts.fallbacks)
-                if _published.get(metric_key) == counted:
-                    continue
-                metric = PilotMetric(
-                    kind="arm_rate",
-                    key=metric_key,
-                    arm=arm,
-                    message_type=message_type,
-                    horizon_seconds=horizon,
-                    sent=counts.sent,
-                    responded=counts.responded,
-                    response_rate=counts.response_rate,
-                    read=counts.read,
-                    fallbacks=counts.fallbacks,
-                    updated_at=now,
-                )
-                await send(pilot_metrics, metric_key.encode(), encode(metric))
-                _published[metric_key] = counted
-            rows = practice_rows(practices, horizon)
-            comparison_key = f"comparison|{message_type}|{horizon}"
-            fingerprint = sorted((p.arm, p.sent, p.responded) for p in rows)
-            if _published.get(comparison_key) == fingerprint:
-                continue
-            comparison = comparison_metric(message_type, horizon, compare(rows), now)
-            await send(pilot_metrics, comparison_key.encode(), encode(comparison))
-            _published[comparison_key] = fingerprint
-        for (arm, day), row in sorted(daily_totals(days).items()):
-            trend_key = f"trend|{arm}|{message_type}|{day}"
-            if arm not in ARMS or _published.get(trend_key) == row:
-                continue
-            sent, read, fallbacks, responded = row
-            trend = PilotMetric(
-                kind="trend",
-                key=trend_key,
-                arm=arm,
-                message_type=message_type,
-                day=date.fromisoformat(day),
-                sent=sent,
-                read=read,
-                fallbacks=fallbacks,
-                responded=responded,
-                updated_at=now,
-            )
-            await send(pilot_metrics, trend_key.encode(), encode(trend))
-            _published[trend_key] = row

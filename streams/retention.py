@@ -14,19 +14,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appfirst import telemetry
 from appfirst.rules.schedule import EndIndex
-from appfirst.streams.app import (
-    acting_for_partition,
-    app,
-    clock,
-    each_row,
-    owned_partitions,
-    settings,
-    tables_ready,
-)
+from appfirst.streams.app import each_row
+
+if TYPE_CHECKING:
+    from appfirst.streams.context import Context
 
 # A row -> (the changelog partition it was written to, its end or None: keep for now).
 EndOf = Callable[[Any], tuple[int, float | None]]
@@ -38,13 +33,15 @@ class Retained:
     table: Any
     topic: str  # contract name of the topic whose partition each row's changelog follows
     end_of: EndOf
+    context: Context
     # Ends to within a prune interval: a row is never deleted before the prune after its
     # end anyway, and a bucket's key costs a list slot where an exact index cost ~150 B.
-    index: EndIndex = field(
-        default_factory=lambda: EndIndex(grain=settings.retention_interval_seconds)
-    )
+    index: EndIndex = field(init=False)
     indexed: set[int] = field(default_factory=set)
     revoked: set[int] = field(default_factory=set)  # since the last _sync began
+
+    def __post_init__(self) -> None:
+        self.index = EndIndex(grain=self.context.settings.retention_interval_seconds)
 
     def note(self, key: str, row: Any) -> None:
         """After a write of ``row`` under ``key``: index when it ends."""
@@ -56,7 +53,7 @@ class Retained:
 
     async def _sync(self) -> None:
         """Index the rows of newly owned partitions from the (recovered) table."""
-        owned = owned_partitions(self.topic)
+        owned = self.context.owned_partitions(self.topic)
         for partition in self.indexed - owned:
             self.index.drop(partition)
         self.indexed &= owned
@@ -70,17 +67,17 @@ class Retained:
                 self.mark(key, partition, end)
         # One revoked meanwhile (and perhaps recovered again since the keys were taken) is
         # indexed afresh next time.
-        self.indexed |= (new - self.revoked) & owned_partitions(self.topic)
+        self.indexed |= (new - self.revoked) & self.context.owned_partitions(self.topic)
 
     async def prune(self, now: float) -> int:
         """Delete the owned rows whose end has passed; how many went."""
         await self._sync()
-        if not tables_ready():
+        if not self.context.tables_ready():
             return 0  # a rebalance began while indexing: next time
         deleted = 0
         # Ownership as it is now, and no await below: a row of a partition another worker
         # has taken over is never deleted from here.
-        for partition in self.indexed & owned_partitions(self.topic):
+        for partition in self.indexed & self.context.owned_partitions(self.topic):
             for key in self.index.pop_due(partition, now):
                 row = self.table.get(key)
                 if row is None:
@@ -88,44 +85,46 @@ class Retained:
                 _, end = self.end_of(row)
                 if end is None or end > now:
                     continue  # rewritten since: its writer listed it under its new end
-                with acting_for_partition(self.topic, partition):
+                with self.context.acting_for_partition(self.topic, partition):
                     self.table.pop(key, None)
                 deleted += 1
         return deleted
 
 
-_retained: list[Retained] = []
+class Retention:
+    """The retained tables of one worker, and the timer that deletes their ended rows."""
 
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.retained: list[Retained] = []
+        context.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        context.app.timer(interval=context.settings.retention_interval_seconds)(self.prune)
 
-def retain(name: str, table: Any, topic: str, end_of: EndOf) -> Retained:
-    retained = Retained(name, table, topic, end_of)
-    _retained.append(retained)
-    return retained
+    def retain(self, name: str, table: Any, topic: str, end_of: EndOf) -> Retained:
+        retained = Retained(name, table, topic, end_of, self.context)
+        self.retained.append(retained)
+        return retained
 
+    def keep_until(self, now: float | None = None) -> float:
+        """The end of a row settled now: ``APPFIRST_KEEP_SETTLED_SECONDS`` from now."""
+        at = self.context.clock.now().timestamp() if now is None else now
+        return at + self.context.settings.keep_settled_seconds
 
-def keep_until(now: float | None = None) -> float:
-    """The end of a row settled now: ``APPFIRST_KEEP_SETTLED_SECONDS`` from now."""
-    return (clock.now().timestamp() if now is None else now) + settings.keep_settled_seconds
+    async def _on_revoked(self, app: Any, revoked: set[Any], **kwargs: Any) -> None:
+        # Indexed again from the recovered table if they come back.
+        for retained in self.retained:
+            name = self.context.settings.topic(retained.topic)
+            for partition in {tp.partition for tp in revoked if tp.topic == name}:
+                retained.index.drop(partition)
+                retained.indexed.discard(partition)
+                retained.revoked.add(partition)
 
-
-@app.on_partitions_revoked.connect  # type: ignore[arg-type]
-async def _on_revoked(app: Any, revoked: set[Any], **kwargs: Any) -> None:
-    # Indexed again from the recovered table if they come back.
-    for retained in _retained:
-        name = settings.topic(retained.topic)
-        for partition in {tp.partition for tp in revoked if tp.topic == name}:
-            retained.index.drop(partition)
-            retained.indexed.discard(partition)
-            retained.revoked.add(partition)
-
-
-@app.timer(interval=settings.retention_interval_seconds)  # type: ignore[untyped-decorator]
-async def prune() -> None:
-    if not tables_ready():
-        return  # a half-recovered table: its rows would be indexed short
-    now = clock.now().timestamp()
-    for retained in _retained:
-        deleted = await retained.prune(now)
-        if deleted:
-            telemetry.rows_deleted.labels(retained.name).inc(deleted)
-        telemetry.table_rows.labels(retained.name).set(len(retained.table))
+    async def prune(self) -> None:
+        if not self.context.tables_ready():
+            return  # a half-recovered table: its rows would be indexed short
+        now = self.context.clock.now().timestamp()
+        for retained in self.retained:
+            deleted = await retained.prune(now)
+            if deleted:
+                telemetry.rows_deleted.labels(retained.name).inc(deleted)
+            telemetry.table_rows.labels(retained.name).set(len(retained.table))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from appfirst.streams.app import app, settings
+from appfirst.settings import Settings
 from appfirst.topics.catalogue import (
     BATCH_PROGRESS,
     FAILED_NUMBERS,
@@ -16,41 +16,48 @@ from appfirst.topics.catalogue import (
 )
 
 
-def _topic(*names: str) -> Any:
-    return app.topic(
-        *(settings.topic(n) for n in names),
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-    )
+class Topics:
+    """Every topic a part reads or writes, as Faust topic objects of ``app``."""
 
+    def __init__(self, app: Any, settings: Settings) -> None:
+        def topic(*names: str) -> Any:
+            return app.topic(
+                *(settings.topic(n) for n in names),
+                key_type=bytes,
+                value_type=bytes,
+                partitions=settings.partitions,
+            )
 
-send_requests = _topic("send-requests")
-practice_settings = _topic("practice-settings")
-eligibility = _topic("eligibility")
-dispatches = _topic("dispatches")
-delivery_receipts = _topic("delivery-receipts")
-read_receipts = _topic("read-receipts")
-responses = _topic("responses")
-fallbacks = _topic("fallbacks")
-pilot_metrics = _topic("pilot-metrics")
-dead_letter = _topic("dead-letter")
-router_by_patient = _topic(ROUTER_BY_PATIENT)
-metric_facts = _topic(METRIC_FACTS)
-failed_numbers = _topic(FAILED_NUMBERS)
-practice_stats = _topic(PRACTICE_STATS)
-send_outcomes = _topic(SEND_OUTCOMES)
-batches = _topic("batches")
-batch_status = _topic("batch-status")
-message_status = _topic("message-status")
-batch_progress = _topic(BATCH_PROGRESS)
+        self.send_requests = topic("send-requests")
+        self.practice_settings = topic("practice-settings")
+        self.eligibility = topic("eligibility")
+        self.dispatches = topic("dispatches")
+        self.delivery_receipts = topic("delivery-receipts")
+        self.read_receipts = topic("read-receipts")
+        self.responses = topic("responses")
+        self.fallbacks = topic("fallbacks")
+        self.pilot_metrics = topic("pilot-metrics")
+        self.dead_letter = topic("dead-letter")
+        self.router_by_patient = topic(ROUTER_BY_PATIENT)
+        self.metric_facts = topic(METRIC_FACTS)
+        self.failed_numbers = topic(FAILED_NUMBERS)
+        self.practice_stats = topic(PRACTICE_STATS)
+        self.send_outcomes = topic(SEND_OUTCOMES)
+        self.batches = topic("batches")
+        self.batch_status = topic("batch-status")
+        self.message_status = topic("message-status")
+        self.batch_progress = topic(BATCH_PROGRESS)
 
-# Multi-topic sources: one agent sees every event of a message in partition order.
-tracker_source = _topic(
-    "dispatches", "delivery-receipts", "read-receipts", "fallbacks", SEND_OUTCOMES
-)
-metrics_source = _topic("dispatches", SEND_OUTCOMES, "read-receipts", "fallbacks", "responses")
-dispatcher_source = _topic("dispatches", "fallbacks")
-contactability_source = _topic("dispatches", "delivery-receipts")
-batches_source = _topic("batches", BATCH_PROGRESS)
-status_source = _topic("dispatches", SEND_OUTCOMES, "delivery-receipts", "read-receipts")
+        # Multi-topic sources: one agent sees every event of a message in partition order.
+        self.tracker_source = topic(
+            "dispatches", "delivery-receipts", "read-receipts", "fallbacks", SEND_OUTCOMES
+        )
+        self.metrics_source = topic(
+            "dispatches", SEND_OUTCOMES, "read-receipts", "fallbacks", "responses"
+        )
+        self.dispatcher_source = topic("dispatches", "fallbacks")
+        self.contactability_source = topic("dispatches", "delivery-receipts")
+        self.batches_source = topic("batches", BATCH_PROGRESS)
+        self.status_source = topic(
+            "dispatches", SEND_OUTCOMES, "delivery-receipts", "read-receipts"
+        )

@@ -1,20 +1,36 @@
-"""Loads the agents of this process's role (APPFIRST_ROLE) and runs a Faust worker."""
+"""``create_app``: a worker's Faust app and its parts, made from a ``Settings``; and ``run``,
+which runs one as a Faust worker."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import faust
 
 from appfirst import logs
+from appfirst.clock import Clock
+from appfirst.settings import Settings, get_settings
 from appfirst.streams import taskdump
-from appfirst.streams.app import app, settings
+from appfirst.streams.app import App
+from appfirst.streams.batch_api import BatchApi
+from appfirst.streams.batches import Batches
+from appfirst.streams.contactability import Contactability
+from appfirst.streams.context import Context
+from appfirst.streams.dispatcher import Dispatcher
+from appfirst.streams.exporter import Exporter
+from appfirst.streams.failed_numbers import FailedNumbers
+from appfirst.streams.health import Health
+from appfirst.streams.ingress import Ingress
+from appfirst.streams.metrics import Metrics
+from appfirst.streams.router import Router
+from appfirst.streams.status import Status
+from appfirst.streams.tracker import Tracker
 
-# What each role runs. Importing a module adds its agents, tables, timers and pages to the
-# app, so a role imports only its own.
+# What each role runs: a part adds its agents, tables, timers and pages to the app as it is
+# built, so a role builds only its own.
 OPERATIONS = ("health", "exporter")
 STREAMS = (
     "router",
@@ -33,8 +49,45 @@ ROLES = {
 }
 
 
-def load(modules: tuple[str, ...]) -> list[ModuleType]:
-    return [importlib.import_module(f"appfirst.streams.{name}") for name in modules]
+class Appfirst:
+    """A worker's app and the parts built on it (``parts["tracker"]`` is a ``Tracker``)."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.app: App = context.app
+        self.parts: dict[str, Any] = {}
+
+    def part(self, name: str) -> Any:
+        """The part called ``name``, built (with the parts it needs) on first asking."""
+        if name not in self.parts:
+            self.parts[name] = BUILDERS[name](self)
+        return self.parts[name]
+
+
+BUILDERS: dict[str, Callable[[Appfirst], Any]] = {
+    "failed_numbers": lambda w: FailedNumbers(w.context),
+    "router": lambda w: Router(w.context, w.part("failed_numbers")),
+    "contactability": lambda w: Contactability(w.context, w.part("failed_numbers")),
+    "tracker": lambda w: Tracker(w.context),
+    "metrics": lambda w: Metrics(w.context),
+    "status": lambda w: Status(w.context),
+    "batches": lambda w: Batches(w.context),
+    "batch_api": lambda w: BatchApi(w.context, w.part("router"), w.part("failed_numbers")),
+    "ingress": lambda w: Ingress(w.context),
+    "dispatcher": lambda w: Dispatcher(w.context),
+    "health": lambda w: Health(w.context),
+    "exporter": lambda w: Exporter(w.context),
+}
+
+
+def create_app(
+    settings: Settings, parts: Iterable[str] | None = None, *, clock: Clock | None = None
+) -> Appfirst:
+    """The app of ``settings``'s role (or of ``parts`` alone), read from nothing else."""
+    built = Appfirst(Context(settings, clock))
+    for name in ROLES[settings.role] if parts is None else parts:
+        built.part(name)
+    return built
 
 
 class Worker(faust.Worker):
@@ -45,12 +98,14 @@ class Worker(faust.Worker):
         taskdump.dump_tasks()
 
 
-def run(modules: tuple[str, ...] | None = None) -> None:
-    """Run a worker with the agents of ``modules`` (default: those of its role)."""
+def run(parts: tuple[str, ...] | None = None) -> None:
+    """Run a worker of the environment's settings with the parts of its role (or
+    ``parts``)."""
     from appfirst.admin import ensure_topics
     from appfirst.providers import factory
 
-    load(ROLES[settings.role] if modules is None else modules)
+    settings = get_settings()
+    built = create_app(settings, parts)
     factory.check(settings)  # bad provider credentials stop the worker here, not per send
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
@@ -65,7 +120,7 @@ def run(modules: tuple[str, ...] | None = None) -> None:
     # Faust re-configures logging as it starts: hand it ours (JSON lines, redaction). Quiet
     # and without its spinner, it prints nothing that is not a log record.
     worker = Worker(
-        app,
+        built.app,
         loglevel=settings.log_level,
         logging_config=logs.config(settings.log_level),
         quiet=True,

@@ -12,7 +12,9 @@ from typing import Any, NoReturn
 
 import pytest
 
+from appfirst.settings import get_settings
 from appfirst.streams import producer as producer_module
+from appfirst.streams.app import make_app
 from appfirst.streams.producer import DrainableBuffer
 
 
@@ -115,10 +117,9 @@ async def test_a_flush_is_not_held_by_writes_made_after_it(
     # waits until the buffer is empty, which a steady stream of writes never lets it be.
     # A worker's router waited over two minutes so in one flush under load. Ours waits for
     # what was written before it only.
-    from appfirst.streams.app import app
-
+    app = make_app(get_settings())
     producer = app.producer
-    buffer = _buffer()  # its own: other tests leave table writes in the app's
+    buffer = _buffer()  # its own, not the app's
     monkeypatch.setattr(producer, "drainable", buffer)
     channel = SteadyChannel()
     await buffer.start()
@@ -179,8 +180,7 @@ async def test_a_buffer_that_failed_with_writes_in_it_fails_the_flush(
 ) -> None:
     # Faust's flush raised here ("Producer not Running"); ours must not return as if the
     # writes were made: the commit after it would pass them.
-    from appfirst.streams.app import app
-
+    app = make_app(get_settings())
     reasons = _exits(monkeypatch)
     producer = app.producer
     buffer = DrainableBuffer()
@@ -209,8 +209,7 @@ async def test_a_record_the_broker_never_took_fails_the_flush(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # aiokafka's flush returns when a batch is given up on, without raising.
-    from appfirst.streams.app import app
-
+    app = make_app(get_settings())
     reasons = _exits(monkeypatch)
     producer = app.producer
     monkeypatch.setattr(producer, "drainable", _buffer())  # nothing queued

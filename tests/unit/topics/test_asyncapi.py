@@ -436,81 +436,102 @@ def _topic_name(node: ast.expr) -> str:
 
 
 def _topic_objects() -> dict[str, tuple[str, ...]]:
-    """streams/topics.py: each Faust topic object and the topic names it stands for."""
+    """streams/topics.py: each attribute of ``Topics`` and the topic names it stands for."""
     tree = ast.parse((STREAMS / "topics.py").read_text(encoding="utf-8"))
     found: dict[str, tuple[str, ...]] = {}
-    for node in tree.body:
+    for node in ast.walk(tree):
         if (
             isinstance(node, ast.Assign)
             and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.targets[0], ast.Attribute)
+            and isinstance(node.targets[0].value, ast.Name)
+            and node.targets[0].value.id == "self"
             and isinstance(node.value, ast.Call)
             and isinstance(node.value.func, ast.Name)
-            and node.value.func.id == "_topic"
+            and node.value.func.id == "topic"
         ):
-            found[node.targets[0].id] = tuple(_topic_name(a) for a in node.value.args)
+            found[node.targets[0].attr] = tuple(_topic_name(a) for a in node.value.args)
     return found
 
 
 SEND_HELPERS = frozenset({"send", "send_acknowledged"})
 
 
+def _topics_of(node: ast.expr, objects: dict[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+    """The topics ``node`` stands for if it is a topic object: ``topics.<name>``, or
+    ``self.topics.<name>`` / ``context.topics.<name>``."""
+    if not (isinstance(node, ast.Attribute) and node.attr in objects):
+        return None
+    holder = node.value
+    if (isinstance(holder, ast.Name) and holder.id == "topics") or (
+        isinstance(holder, ast.Attribute) and holder.attr == "topics"
+    ):
+        return objects[node.attr]
+    return None
+
+
+def _is_context(node: ast.expr) -> bool:
+    """``context`` or ``self.context``: a part's ``Context`` (streams/context.py)."""
+    return (isinstance(node, ast.Name) and node.id == "context") or (
+        isinstance(node, ast.Attribute) and node.attr == "context"
+    )
+
+
 def _agent_use() -> tuple[set[str], set[str], set[str]]:
     """(topics agents consume, topics read whole into broadcast tables, topics sent to),
-    read from the sources of streams/."""
+    read from the sources of streams/, where every part names a topic as
+    ``topics.<name>`` (streams/topics.py)."""
     objects = _topic_objects()
     receives: set[str] = set()
     broadcast: set[str] = set()
     sends: set[str] = set()
     for path in sorted(STREAMS.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        local = dict(objects) if path.name == "topics.py" else {}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module == "appfirst.streams.topics":
-                for alias in node.names:
-                    if alias.name in objects:
-                        local[alias.asname or alias.name] = objects[alias.name]
         # A topic object bound to another name (ingress picks one per event).
+        local: dict[str, tuple[str, ...]] = {}
         for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.Assign)
-                and isinstance(node.value, ast.Name)
-                and node.value.id in objects
-            ):
+            if isinstance(node, ast.Assign) and (found := _topics_of(node.value, objects)):
                 for target in node.targets:
                     if isinstance(target, ast.Name):
-                        local[target.id] = local.get(target.id, ()) + objects[node.value.id]
+                        local[target.id] = local.get(target.id, ()) + found
+
+        def topic_of(node: ast.expr) -> tuple[str, ...] | None:
+            if isinstance(node, ast.Name):
+                return local.get(node.id)  # noqa: B023 - used within this iteration
+            return _topics_of(node, objects)
+
         for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                for deco in node.decorator_list:
-                    # ``@agent(source)`` (streams/app.py, crash-only) or ``@app.agent(source)``.
-                    if (
-                        isinstance(deco, ast.Call)
-                        and (
-                            (isinstance(deco.func, ast.Attribute) and deco.func.attr == "agent")
-                            or (isinstance(deco.func, ast.Name) and deco.func.id == "agent")
-                        )
-                        and deco.args
-                        and isinstance(deco.args[0], ast.Name)
-                    ):
-                        receives.update(local[deco.args[0].id])
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            if isinstance(func, ast.Name) and func.id == "BroadcastTable":
-                where = node.args[1]
-                assert isinstance(where, ast.Call) and isinstance(where.func, ast.Attribute)
-                assert where.func.attr == "topic"
-                broadcast.add(_topic_name(where.args[0]))
+            # ``context.agent(topics.<source>)(self._method)``: crash-only agents.
+            if (
+                isinstance(func, ast.Call)
+                and isinstance(func.func, ast.Attribute)
+                and func.func.attr == "agent"
+                and _is_context(func.func.value)
+                and func.args
+            ):
+                found = topic_of(func.args[0])
+                assert found, ast.dump(func.args[0])
+                receives.update(found)
+            # ``context.broadcast(<topic name>, apply)``: a table of every partition.
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "broadcast"
+                and _is_context(func.value)
+                and node.args
+            ):
+                broadcast.add(_topic_name(node.args[0]))
             # Either ``topic.send(...)`` or a helper of streams/io.py taking the topic first
             # (``send``, or ``send_acknowledged``, which waits for the broker's ack).
             target: ast.expr | None = None
-            if isinstance(func, ast.Attribute) and func.attr == "send":
+            if isinstance(func, ast.Attribute) and func.attr == "send" and topic_of(func.value):
                 target = func.value
-            elif isinstance(func, ast.Name) and func.id in SEND_HELPERS and node.args:
+            elif isinstance(func, ast.Attribute) and func.attr in SEND_HELPERS and node.args:
                 target = node.args[0]
-            if isinstance(target, ast.Name) and target.id in local:
-                sends.update(local[target.id])
+            if target is not None and (found := topic_of(target)):
+                sends.update(found)
     return receives, broadcast, sends
 
 

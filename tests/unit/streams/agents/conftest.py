@@ -7,21 +7,40 @@ What only the broker can show (offsets, rebalances, crashes, recovery) is in
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
+from appfirst.clock import Clock
+from appfirst.settings import get_settings
 from appfirst.streams import app as app_module
 from appfirst.streams import io
+from appfirst.streams.worker import Appfirst, create_app
 from tests.unit.streams.agents import driver
+
+Build = Callable[..., Appfirst]
+
+
+@pytest.fixture
+def build(outbox: io.Outbox) -> Build:
+    """``build("tracker", clock=..., providers="off")``: a worker's app with only these
+    parts, from the test environment's settings with these overrides, sending to
+    ``outbox``. Each test builds its own: no state is shared between tests."""
+
+    def make(*parts: str, clock: Clock | None = None, **overrides: Any) -> Appfirst:
+        settings = get_settings().model_copy(update=overrides)
+        built = create_app(settings, parts, clock=clock)
+        built.app.finalize()
+        built.app.flow_control.resume()
+        built.context.io.divert_to(outbox)
+        return built
+
+    return make
 
 
 @pytest.fixture
 async def outbox(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[io.Outbox]:
-    app = app_module.app
-    app.finalize()
-    app.flow_control.resume()
-
     def failed() -> None:
         # Where a worker would exit crash-only: kept, so that the test's next wait fails
         # with the agent's own error (Faust's test wrapper only notes the crash).
@@ -30,11 +49,9 @@ async def outbox(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[io.Outbox]:
 
     monkeypatch.setattr(app_module, "exit_crash_only", failed)
     box = io.Outbox()
-    io.divert_to(box)
     driver.crashes.clear()
     try:
         yield box
         assert not driver.crashes, f"the agent failed: {driver.crashes[0]!r}"
     finally:
-        io.divert_to(None)
         driver.crashes.clear()

@@ -9,8 +9,6 @@ from typing import Any
 
 from faust.types import Message
 
-from appfirst.streams import app as app_module
-
 
 class AgentFailed(Exception):
     """Where a worker would exit crash-only."""
@@ -25,7 +23,7 @@ async def feed(
     """One record to a running agent, as read from ``topic`` (contract name)."""
     channel = agent.stream().channel
     message = Message(
-        topic=app_module.settings.topic(topic),
+        topic=agent.app.settings.topic(topic),
         partition=partition,
         offset=agent.sent_offset,
         timestamp=time.time(),
@@ -36,7 +34,7 @@ async def feed(
         checksum=b"",
         serialized_key_size=0,
         serialized_value_size=0,
-        generation_id=app_module.app.consumer_generation_id,
+        generation_id=agent.app.consumer_generation_id,
     )
     await channel.put(await channel.decode(message))
     agent.sent_offset += 1

@@ -8,9 +8,19 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from appfirst.streams import batches, io
+import pytest
+
+from appfirst.streams import io
+from appfirst.streams.batches import Batches
 from appfirst.topics.models import BatchEvent
+from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
+
+
+@pytest.fixture
+def batches(build: Build) -> Batches:
+    part: Batches = build("batches").parts["batches"]
+    return part
 
 
 def _record(batch_id: str, kind: str, **fields: Any) -> bytes:
@@ -44,7 +54,7 @@ def _plan(batch_id: str, contactable: int) -> bytes:
     )
 
 
-async def test_a_batch_is_held_whole_until_released(outbox: io.Outbox) -> None:
+async def test_a_batch_is_held_whole_until_released(outbox: io.Outbox, batches: Batches) -> None:
     async with batches.collect.test_context() as agent:
         for seq in range(2):
             await feed(agent, "batches", b"bq-1", _patient("bq-1", seq))
@@ -56,7 +66,9 @@ async def test_a_batch_is_held_whole_until_released(outbox: io.Outbox) -> None:
     assert json.loads(held[0])["m"] == "+447700900123"
 
 
-async def test_a_cancel_drops_the_patients_not_yet_released(outbox: io.Outbox) -> None:
+async def test_a_cancel_drops_the_patients_not_yet_released(
+    outbox: io.Outbox, batches: Batches
+) -> None:
     async with batches.collect.test_context() as agent:
         for seq in range(3):
             await feed(agent, "batches", b"bq-2", _patient("bq-2", seq))
@@ -66,7 +78,7 @@ async def test_a_cancel_drops_the_patients_not_yet_released(outbox: io.Outbox) -
     assert [batches.patients.get(f"bq-2|{seq}") for seq in range(3)] == [None] * 3
 
 
-async def test_an_outcome_is_counted_once(outbox: io.Outbox) -> None:
+async def test_an_outcome_is_counted_once(outbox: io.Outbox, batches: Batches) -> None:
     fact = json.dumps({"message_id": "bq-3.000000", "outcome": "delivered"}).encode()
     async with batches.collect.test_context() as agent:
         await feed(agent, "batch-progress", b"bq-3", fact)

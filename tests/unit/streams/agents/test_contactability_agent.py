@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from appfirst.streams import contactability, io
-from appfirst.streams.failed_numbers import fingerprint
+from appfirst.streams import io
+from appfirst.streams.contactability import Contactability
 from appfirst.topics.models import DeliveryReceipt, Dispatch
+from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import AgentFailed, crashes, feed, until
 
 MOBILE = "+447700900123"
@@ -47,31 +48,43 @@ def _receipt(mid: str, status: str = "permanent_failure", channel: str = "sms") 
     )  # type: ignore[arg-type]
 
 
+def _contactability(build: Build) -> Contactability:
+    part: Contactability = build("contactability").parts["contactability"]
+    return part
+
+
 def _failed(outbox: io.Outbox) -> list[tuple[bytes | None, Any]]:
     return [(k, json.loads(v)) for k, v in outbox.on("failed-numbers")]
 
 
-async def test_a_failure_after_its_dispatch_names_the_number(outbox: io.Outbox) -> None:
+async def test_a_failure_after_its_dispatch_names_the_number(
+    outbox: io.Outbox, build: Build
+) -> None:
+    contactability = _contactability(build)
     async with contactability.join_failures.test_context() as agent:
         await feed(agent, "dispatches", b"c-1", _dispatch("c-1"))
         await feed(agent, "delivery-receipts", b"c-1", _receipt("c-1"))
         failed = await until(lambda: _failed(outbox))
-    assert [key for key, _ in failed] == [fingerprint(MOBILE).encode()]
+    assert [key for key, _ in failed] == [contactability.failed.fingerprint(MOBILE).encode()]
     assert MOBILE.encode() not in outbox.records[0][1]  # a keyed hash, never the number
     assert "failed_at" in failed[0][1]
 
 
-async def test_a_failure_before_its_dispatch_waits_for_it(outbox: io.Outbox) -> None:
+async def test_a_failure_before_its_dispatch_waits_for_it(outbox: io.Outbox, build: Build) -> None:
+    contactability = _contactability(build)
     async with contactability.join_failures.test_context() as agent:
         await feed(agent, "delivery-receipts", b"c-2", _receipt("c-2", "temporary_failure"))
         await until(lambda: contactability.sms_numbers.get("c-2"))
         assert not _failed(outbox)  # no number yet
         await feed(agent, "dispatches", b"c-2", _dispatch("c-2"))
         failed = await until(lambda: _failed(outbox))
-    assert [key for key, _ in failed] == [fingerprint(MOBILE).encode()]
+    assert [key for key, _ in failed] == [contactability.failed.fingerprint(MOBILE).encode()]
 
 
-async def test_what_says_nothing_of_a_number_is_passed_over(outbox: io.Outbox) -> None:
+async def test_what_says_nothing_of_a_number_is_passed_over(
+    outbox: io.Outbox, build: Build
+) -> None:
+    contactability = _contactability(build)
     last = "+447700900305"
     async with contactability.join_failures.test_context() as agent:
         await feed(agent, "dispatches", b"c-3", _dispatch("c-3", mobile="+447700900303"))
@@ -82,19 +95,26 @@ async def test_what_says_nothing_of_a_number_is_passed_over(outbox: io.Outbox) -
         # Read in order: once this last one is joined, the ones before it were seen.
         await feed(agent, "dispatches", b"c-5", _dispatch("c-5", mobile=last))
         await feed(agent, "delivery-receipts", b"c-5", _receipt("c-5"))
-        mine = fingerprint(last).encode()
+        mine = contactability.failed.fingerprint(last).encode()
         await until(lambda: any(key == mine for key, _ in _failed(outbox)))
     assert [key for key, _ in _failed(outbox)] == [mine]
 
 
-async def test_a_record_that_is_not_an_event_is_dead_lettered(outbox: io.Outbox) -> None:
+async def test_a_record_that_is_not_an_event_is_dead_lettered(
+    outbox: io.Outbox, build: Build
+) -> None:
+    contactability = _contactability(build)
     async with contactability.join_failures.test_context() as agent:
         await feed(agent, "delivery-receipts", b"c-6", b"\x07junk")
         dead = await until(lambda: outbox.on("dead-letter"))
     assert json.loads(dead[0][1])["agent"] == "contactability"
 
 
-async def test_an_agent_that_fails_fails_its_test(outbox: io.Outbox, monkeypatch: Any) -> None:
+async def test_an_agent_that_fails_fails_its_test(
+    outbox: io.Outbox, build: Build, monkeypatch: Any
+) -> None:
+    contactability = _contactability(build)
+
     # The harness itself: where a worker would exit crash-only, the test's wait raises.
     async def broken(event: Any) -> None:
         raise RuntimeError("a bug")

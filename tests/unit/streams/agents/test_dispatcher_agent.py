@@ -1,4 +1,4 @@
-"""``streams/dispatcher.dispatch`` with providers off (``APPFIRST_PROVIDERS=off``, as in
+"""``Dispatcher.dispatch`` with providers off (``APPFIRST_PROVIDERS=off``, as in
 replay and the bench): each reference gets one ledger row, and a record read again is
 absorbed. Sending through the lanes to real HTTP providers, with outages, crashes and
 limits: ``tests/integration/test_send_lanes.py``, ``test_provider_flow.py``,
@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
 from appfirst import telemetry
-from appfirst.streams import dispatcher, io
+from appfirst.streams import io
+from appfirst.streams.dispatcher import Dispatcher
 from appfirst.topics.models import Dispatch, Fallback
+from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
 
 
 @pytest.fixture
-def providers_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    off = dispatcher.settings.model_copy(update={"providers": "off"})
-    monkeypatch.setattr(dispatcher, "settings", off)
+def dispatcher(build: Build) -> Dispatcher:
+    part: Dispatcher = build("dispatcher", providers="off").parts["dispatcher"]
+    return part
 
 
 def _dispatch(mid: str, channel: str = "sms", body: str | None = "Hello") -> bytes:
@@ -65,7 +66,9 @@ def _fallback(mid: str, mobile: str | None) -> bytes:
     )
 
 
-async def test_each_reference_gets_one_ledger_row(outbox: io.Outbox, providers_off: Any) -> None:
+async def test_each_reference_gets_one_ledger_row(
+    outbox: io.Outbox, dispatcher: Dispatcher
+) -> None:
     def absorbed() -> float:
         return telemetry.sends_absorbed.labels("dispatch")._value.get()  # type: ignore[no-any-return]
 
@@ -86,7 +89,7 @@ async def test_each_reference_gets_one_ledger_row(outbox: io.Outbox, providers_o
 
 
 async def test_a_record_that_is_not_an_event_is_dead_lettered(
-    outbox: io.Outbox, providers_off: Any
+    outbox: io.Outbox, dispatcher: Dispatcher
 ) -> None:
     async with dispatcher.dispatch.test_context() as agent:
         await feed(agent, "fallbacks", b"d-6", b'{"message_id": "d-6"}')

@@ -4,13 +4,15 @@ counting and the published figures: ``tests/integration/test_metrics_stream.py``
 
 from __future__ import annotations
 
-import inspect
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from appfirst.streams import io, metrics
+from appfirst.rules.pilot import ArmStats
+from appfirst.streams import io
+from appfirst.streams.metrics import Metrics
 from appfirst.topics.models import Dispatch, Response
+from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -39,11 +41,17 @@ def _response(mid: str, after: timedelta) -> bytes:
     return Response(message_id=mid, responded_at=T0 + after).model_dump_json().encode()
 
 
+def _metrics(build: Build) -> Metrics:
+    part: Metrics = build("metrics").parts["metrics"]
+    return part
+
+
 def _facts(outbox: io.Outbox) -> list[tuple[bytes | None, dict[str, Any]]]:
     return [(k, json.loads(v)) for k, v in outbox.on("metric-facts")]
 
 
-async def test_a_dispatch_in_an_arm_is_a_sent_fact(outbox: io.Outbox) -> None:
+async def test_a_dispatch_in_an_arm_is_a_sent_fact(outbox: io.Outbox, build: Build) -> None:
+    metrics = _metrics(build)
     async with metrics.join_facts.test_context() as agent:
         await feed(agent, "dispatches", b"p-1", _dispatch("p-1"))
         facts = await until(lambda: _facts(outbox))
@@ -52,7 +60,10 @@ async def test_a_dispatch_in_an_arm_is_a_sent_fact(outbox: io.Outbox) -> None:
     assert (fact["kind"], fact["ods_code"], fact["delay"]) == ("sent", "M81001", 0.0)
 
 
-async def test_a_response_before_its_dispatch_counts_once_it_comes(outbox: io.Outbox) -> None:
+async def test_a_response_before_its_dispatch_counts_once_it_comes(
+    outbox: io.Outbox, build: Build
+) -> None:
+    metrics = _metrics(build)
     async with metrics.join_facts.test_context() as agent:
         await feed(agent, "responses", b"p-2", _response("p-2", timedelta(hours=2)))
         await until(lambda: metrics.message_table.get("p-2"))
@@ -63,7 +74,10 @@ async def test_a_response_before_its_dispatch_counts_once_it_comes(outbox: io.Ou
     assert facts[1][1]["delay"] == 7200.0
 
 
-async def test_a_second_response_is_dead_lettered_never_counted(outbox: io.Outbox) -> None:
+async def test_a_second_response_is_dead_lettered_never_counted(
+    outbox: io.Outbox, build: Build
+) -> None:
+    metrics = _metrics(build)
     async with metrics.join_facts.test_context() as agent:
         await feed(agent, "dispatches", b"p-3", _dispatch("p-3"))
         await feed(agent, "responses", b"p-3", _response("p-3", timedelta(minutes=5)))
@@ -73,7 +87,8 @@ async def test_a_second_response_is_dead_lettered_never_counted(outbox: io.Outbo
     assert json.loads(dead[0][1])["agent"] == "metrics"
 
 
-async def test_a_message_outside_the_pilot_is_not_counted(outbox: io.Outbox) -> None:
+async def test_a_message_outside_the_pilot_is_not_counted(outbox: io.Outbox, build: Build) -> None:
+    metrics = _metrics(build)
     async with metrics.join_facts.test_context() as agent:
         await feed(agent, "dispatches", b"p-4", _dispatch("p-4", arm=None))
         await feed(agent, "dispatches", b"p-5", _dispatch("p-5", ods="M81009"))  # read after
@@ -96,8 +111,10 @@ def _fact(kind: str, delay: float = 0.0, ods: str = "M81002") -> bytes:
 
 
 async def test_facts_are_counted_per_practice_and_snapshot_to_the_collectors(
-    outbox: io.Outbox, monkeypatch: Any
+    outbox: io.Outbox, build: Build, monkeypatch: Any
 ) -> None:
+    built = build("metrics")
+    metrics: Metrics = built.parts["metrics"]
     key = b"control|sms_with_response|M81002"
     async with metrics.aggregate.test_context() as agent:
         for fact in (_fact("sent"), _fact("sent"), _fact("responded", delay=5400)):
@@ -107,7 +124,7 @@ async def test_facts_are_counted_per_practice_and_snapshot_to_the_collectors(
             raw = metrics.stats_table.get(key.decode())
             if raw is None:
                 return None
-            stats = metrics.ArmStats.from_json(raw["stats"], metrics.settings.metric_horizons)
+            stats = ArmStats.from_json(raw["stats"], metrics.settings.metric_horizons)
             by_horizon = stats.snapshot(datetime.now(UTC).timestamp())
             # In one batch or more (take_events): wait for all three.
             return by_horizon if by_horizon[10800].responded == 1 else None
@@ -117,8 +134,8 @@ async def test_facts_are_counted_per_practice_and_snapshot_to_the_collectors(
     assert (by_horizon[10800].sent, by_horizon[10800].responded) == (2, 1)
 
     # The practice's counts go to its type's collector and to the collector of all types.
-    monkeypatch.setattr(metrics, "_owned", lambda topic: {0})
-    snapshot = inspect.unwrap(metrics.snapshot_practices)  # one tick of the timer
+    monkeypatch.setattr(built.context, "owned_partitions", lambda topic: {0})
+    snapshot = metrics.snapshot_practices  # one tick of the timer
     await snapshot()
     snapshots = [(k, json.loads(v)) for k, v in outbox.on("practice-stats")]
     assert sorted(k for k, _ in snapshots) == [b"all", b"sms_with_response"]

@@ -4,19 +4,15 @@ eligibility agent keeps the newest check. Routing rules themselves: ``tests/unit
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
-
-from appfirst.streams import io, router
-from appfirst.streams.app import acting_for_partition
-from appfirst.streams.failed_numbers import failed_numbers_cache
+from appfirst.streams import io
+from appfirst.streams.router import Router
 from appfirst.topics.models import Dispatch, SendRequest
 from tests.integration.factories import app_user, practice, request
+from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
 
 
@@ -28,23 +24,23 @@ def _dispatched(outbox: io.Outbox) -> list[Dispatch]:
     return [Dispatch.model_validate_json(v) for _, v in outbox.on("dispatches")]
 
 
-@pytest.fixture
-def caches(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Loads the broadcast caches the router waits for, for this test only."""
-    monkeypatch.setattr(router.practice_cache, "_data", {})
-    monkeypatch.setattr(router.practice_cache, "ready", asyncio.Event())
-    monkeypatch.setattr(failed_numbers_cache, "ready", asyncio.Event())
-
-    def load(*practices: Any) -> None:
-        for p in practices:
-            router.practice_cache._record(p.ods_code.encode(), _json(p))  # as read from its topic
-        router.practice_cache.ready.set()
-        failed_numbers_cache.ready.set()
-
-    return load
+def _router(build: Build) -> Router:
+    router: Router = build("router").parts["router"]
+    return router
 
 
-async def test_intake_rekeys_a_request_by_patient(outbox: io.Outbox) -> None:
+def _loaded(build: Build, *practices: Any) -> Router:
+    """A router whose broadcast caches, the ones it waits for, are loaded."""
+    router = _router(build)
+    for p in practices:
+        router.practice_cache._record(p.ods_code.encode(), _json(p))  # as read from its topic
+    router.practice_cache.ready.set()
+    router.failed.failed_numbers_cache.ready.set()
+    return router
+
+
+async def test_intake_rekeys_a_request_by_patient(outbox: io.Outbox, build: Build) -> None:
+    router = _router(build)
     r = request("r-1")
     async with router.intake.test_context() as agent:
         await feed(agent, "send-requests", b"r-1", _json(r))
@@ -54,7 +50,8 @@ async def test_intake_rekeys_a_request_by_patient(outbox: io.Outbox) -> None:
     assert SendRequest.model_validate_json(value) == r
 
 
-async def test_intake_dead_letters_what_no_sms_can_carry(outbox: io.Outbox) -> None:
+async def test_intake_dead_letters_what_no_sms_can_carry(outbox: io.Outbox, build: Build) -> None:
+    router = _router(build)
     async with router.intake.test_context() as agent:
         await feed(agent, "send-requests", b"r-2", _json(request("r-2", body="x" * 919)))
         await feed(agent, "send-requests", b"r-3", b"\x07junk")
@@ -66,11 +63,11 @@ async def test_intake_dead_letters_what_no_sms_can_carry(outbox: io.Outbox) -> N
 
 
 async def test_an_app_user_at_an_app_practice_is_sent_to_the_app(
-    outbox: io.Outbox, caches: Callable[..., None]
+    outbox: io.Outbox, build: Build
 ) -> None:
-    caches(practice("R00001"))
+    router = _loaded(build, practice("R00001"))
     r = request("r-4", ods_code="R00001")
-    with acting_for_partition("eligibility", 0):
+    with router.context.acting_for_partition("eligibility", 0):
         router.eligibility_table[r.patient.nhs_number] = app_user(
             r.patient.nhs_number
         ).model_dump_json()
@@ -84,10 +81,8 @@ async def test_an_app_user_at_an_app_practice_is_sent_to_the_app(
     assert router.routed_table.get("r-4") is not None  # the decision, kept
 
 
-async def test_a_request_sent_again_is_dispatched_once(
-    outbox: io.Outbox, caches: Callable[..., None]
-) -> None:
-    caches(practice("R00002", nhs_app_individual=False))
+async def test_a_request_sent_again_is_dispatched_once(outbox: io.Outbox, build: Build) -> None:
+    router = _loaded(build, practice("R00002", nhs_app_individual=False))
     r = request("r-5", ods_code="R00002")
     later = r.model_copy(update={"requested_at": r.requested_at + timedelta(minutes=5)})
     after = request("r-6", ods_code="R00002")
@@ -99,17 +94,15 @@ async def test_a_request_sent_again_is_dispatched_once(
     assert {d.channel for d in _dispatched(outbox)} == {"sms"}
 
 
-async def test_a_request_read_again_gets_the_same_decision(
-    outbox: io.Outbox, caches: Callable[..., None]
-) -> None:
+async def test_a_request_read_again_gets_the_same_decision(outbox: io.Outbox, build: Build) -> None:
     # After a crash, the same record (same partition and offset) is read again: its
     # decision is re-sent as it was, not made again (eligibility may have changed since).
-    caches(practice("R00003"))
+    router = _loaded(build, practice("R00003"))
     r = request("r-7", ods_code="R00003")
     async with router.route_requests.test_context() as agent:
         await feed(agent, "router-by-patient", r.patient.nhs_number.encode(), _json(r))
         first = await until(lambda: _dispatched(outbox))
-        with acting_for_partition("eligibility", 0):
+        with router.context.acting_for_partition("eligibility", 0):
             router.eligibility_table[r.patient.nhs_number] = app_user(
                 r.patient.nhs_number
             ).model_dump_json()
@@ -120,7 +113,10 @@ async def test_a_request_read_again_gets_the_same_decision(
     assert first[0].channel == "sms"  # no eligibility when first decided
 
 
-async def test_an_older_eligibility_check_never_replaces_a_newer(outbox: io.Outbox) -> None:
+async def test_an_older_eligibility_check_never_replaces_a_newer(
+    outbox: io.Outbox, build: Build
+) -> None:
+    router = _router(build)
     newer = app_user("9434765919")
     older = app_user(
         "9434765919", has_nhs_app=False, checked_at=newer.checked_at - timedelta(days=1)
@@ -135,8 +131,9 @@ async def test_an_older_eligibility_check_never_replaces_a_newer(outbox: io.Outb
 
 
 async def test_practice_settings_that_do_not_validate_are_dead_lettered(
-    outbox: io.Outbox,
+    outbox: io.Outbox, build: Build
 ) -> None:
+    router = _router(build)
     async with router.track_practice_settings.test_context() as agent:
         await feed(agent, "practice-settings", b"P00001", _json(practice("P00001")))
         await feed(agent, "practice-settings", b"P00002", b'{"ods_code": "P00002", "arm": 7}')

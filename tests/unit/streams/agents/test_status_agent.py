@@ -7,9 +7,19 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from appfirst.streams import io, status
+import pytest
+
+from appfirst.streams import io
+from appfirst.streams.status import Status
 from appfirst.topics.models import DeliveryReceipt, Dispatch
+from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
+
+
+@pytest.fixture
+def status(build: Build) -> Status:
+    part: Status = build("status").parts["status"]
+    return part
 
 
 def _dispatch(mid: str, channel: str = "sms", batch_id: str | None = None) -> bytes:
@@ -50,7 +60,7 @@ def _shown(outbox: io.Outbox, mid: str) -> list[str]:
     return [json.loads(v)["status"] for k, v in outbox.on("message-status") if k == mid.encode()]
 
 
-async def test_an_sms_shows_sent_then_delivered(outbox: io.Outbox) -> None:
+async def test_an_sms_shows_sent_then_delivered(outbox: io.Outbox, status: Status) -> None:
     async with status.follow.test_context() as agent:
         await feed(agent, "dispatches", b"s-1", _dispatch("s-1"))
         await feed(agent, "send-outcomes", b"s-1", _sent("s-1"))
@@ -64,7 +74,7 @@ async def test_an_sms_shows_sent_then_delivered(outbox: io.Outbox) -> None:
     assert _shown(outbox, "s-1") == ["sent", "delivered"]
 
 
-async def test_a_batch_message_is_counted_once(outbox: io.Outbox) -> None:
+async def test_a_batch_message_is_counted_once(outbox: io.Outbox, status: Status) -> None:
     async with status.follow.test_context() as agent:
         await feed(agent, "dispatches", b"b1.000001", _dispatch("b1.000001", batch_id="b1"))
         await feed(agent, "send-outcomes", b"b1.000001", _sent("b1.000001"))

@@ -10,19 +10,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from appfirst.rules import fallback as rules
-from appfirst.rules.schedule import DeadlineIndex
-from appfirst.streams import io, tracker
+from appfirst.settings import get_settings
+from appfirst.streams import io
+from appfirst.streams.tracker import Tracker
 from appfirst.topics.models import Dispatch, ReadReceipt
+from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
 
-LIMIT = tracker.deadlines.for_message("individual", "sms_with_response")
+LIMIT = get_settings().deadlines().for_message("individual", "sms_with_response")
 
 
-@pytest.fixture(autouse=True)
-def own_index(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def tracker(build: Build) -> Tracker:
     """Deadlines indexed, and fallbacks emitted, by this test only."""
-    monkeypatch.setattr(tracker, "index", DeadlineIndex())
-    monkeypatch.setattr(tracker, "_emitted", {})
+    part: Tracker = build("tracker").parts["tracker"]
+    return part
 
 
 def _two_hours_ago() -> datetime:
@@ -55,34 +57,38 @@ def _accepted(at: datetime) -> bytes:
     return json.dumps({"outcome": "accepted", "at": at.isoformat(), "channel": "nhs_app"}).encode()
 
 
-def _owed(mid: str) -> tuple[str, datetime] | None:
+def _owed(tracker: Tracker, mid: str) -> tuple[str, datetime] | None:
     raw = tracker.deadline_table.get(mid)
     return None if raw is None else rules.owed(rules.TrackState.decode(raw))
 
 
-async def test_the_deadline_counts_from_the_nhs_apps_acceptance(outbox: io.Outbox) -> None:
+async def test_the_deadline_counts_from_the_nhs_apps_acceptance(
+    outbox: io.Outbox, tracker: Tracker
+) -> None:
     accepted = _two_hours_ago()
     async with tracker.track.test_context() as agent:
         await feed(agent, "dispatches", b"t-1", _dispatch("t-1"))
         await feed(agent, "send-outcomes", b"t-1", _accepted(accepted))
         await until(
-            lambda: (_owed("t-1") or (None, None))[1] == accepted + timedelta(seconds=LIMIT)
+            lambda: (
+                (_owed(tracker, "t-1") or (None, None))[1] == accepted + timedelta(seconds=LIMIT)
+            )
         )
-    reason, _ = _owed("t-1")  # type: ignore[misc]
+    reason, _ = _owed(tracker, "t-1")  # type: ignore[misc]
     assert reason == "unread"
 
 
-async def test_a_message_read_in_time_owes_nothing(outbox: io.Outbox) -> None:
+async def test_a_message_read_in_time_owes_nothing(outbox: io.Outbox, tracker: Tracker) -> None:
     accepted = _two_hours_ago()
     read = ReadReceipt(message_id="t-2", read_at=accepted + timedelta(seconds=LIMIT / 2))
     async with tracker.track.test_context() as agent:
         await feed(agent, "dispatches", b"t-2", _dispatch("t-2"))
         await feed(agent, "send-outcomes", b"t-2", _accepted(accepted))
         await feed(agent, "read-receipts", b"t-2", read.model_dump_json().encode())
-        await until(lambda: tracker.deadline_table.get("t-2") and _owed("t-2") is None)
+        await until(lambda: tracker.deadline_table.get("t-2") and _owed(tracker, "t-2") is None)
 
 
-async def test_an_sms_has_no_deadline(outbox: io.Outbox) -> None:
+async def test_an_sms_has_no_deadline(outbox: io.Outbox, tracker: Tracker) -> None:
     async with tracker.track.test_context() as agent:
         await feed(agent, "dispatches", b"t-3", _dispatch("t-3", channel="sms"))
         await feed(agent, "dispatches", b"t-4", _dispatch("t-4"))  # read after t-3
@@ -90,12 +96,12 @@ async def test_an_sms_has_no_deadline(outbox: io.Outbox) -> None:
     assert tracker.deadline_table.get("t-3") is None
 
 
-async def test_the_sweep_sends_a_due_fallback_once(outbox: io.Outbox) -> None:
+async def test_the_sweep_sends_a_due_fallback_once(outbox: io.Outbox, tracker: Tracker) -> None:
     accepted = _two_hours_ago()
     async with tracker.track.test_context() as agent:
         await feed(agent, "dispatches", b"t-5", _dispatch("t-5"))
         await feed(agent, "send-outcomes", b"t-5", _accepted(accepted))
-        await until(lambda: _owed("t-5"))
+        await until(lambda: _owed(tracker, "t-5"))
         now = datetime.now(UTC).timestamp()
         await tracker._sweep_partition(0, now, now)
         await tracker._sweep_partition(0, now, now)  # again: not sent twice
@@ -112,11 +118,13 @@ async def test_the_sweep_sends_a_due_fallback_once(outbox: io.Outbox) -> None:
         # The fallback read back from its topic settles the message.
         mine = [v for k, v in outbox.on("fallbacks") if k == b"t-5"]
         await feed(agent, "fallbacks", b"t-5", mine[0])
-        await until(lambda: _owed("t-5") is None)
+        await until(lambda: _owed(tracker, "t-5") is None)
     assert "t-5" not in tracker._emitted
 
 
-async def test_a_record_that_is_not_an_event_is_dead_lettered(outbox: io.Outbox) -> None:
+async def test_a_record_that_is_not_an_event_is_dead_lettered(
+    outbox: io.Outbox, tracker: Tracker
+) -> None:
     async with tracker.track.test_context() as agent:
         await feed(agent, "read-receipts", b"t-6", b"{}")
         dead = await until(lambda: outbox.on("dead-letter"))

@@ -1,0 +1,66 @@
+"""``create_app`` (``streams/worker.py``): a worker's app is made from a ``Settings`` and
+nothing else; importing the package builds nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from appfirst.settings import settings_from_env
+from appfirst.streams.worker import ROLES, create_app
+
+
+def test_importing_the_streams_package_reads_no_settings_and_builds_no_app() -> None:
+    # In a process of its own: this one has imported the package already.
+    code = textwrap.dedent(
+        """
+        import importlib, pkgutil
+        import faust
+        import appfirst.settings
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("built at import")
+
+        appfirst.settings.get_settings = refuse
+        appfirst.settings.Settings.__init__ = refuse
+        faust.App.__init__ = refuse
+        import appfirst.streams
+        for module in pkgutil.iter_modules(appfirst.streams.__path__):
+            importlib.import_module(f"appfirst.streams.{module.name}")
+        print("imported", len(list(pkgutil.iter_modules(appfirst.streams.__path__))))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[1]) >= 20
+
+
+def _agents(role: str) -> set[str]:
+    built = create_app(settings_from_env({"APPFIRST_ROLE": role}))
+    return {name.rsplit(".", 2)[-2] for name in built.app.agents}
+
+
+def test_each_role_builds_its_own_parts() -> None:
+    assert _agents("dispatcher") == {"dispatcher"}
+    streams = _agents("streams")
+    assert "dispatcher" not in streams
+    assert {"router", "tracker", "metrics", "status", "batches", "contactability"} <= streams
+    assert _agents("all") == streams | {"dispatcher"}
+    for role, parts in ROLES.items():
+        built = create_app(settings_from_env({"APPFIRST_ROLE": role}))
+        assert set(parts) <= set(built.parts), role
+
+
+def test_two_apps_in_one_process_share_no_state() -> None:
+    one = create_app(settings_from_env({"APPFIRST_TOPIC_PREFIX": "one."}), ["tracker"])
+    two = create_app(settings_from_env({"APPFIRST_TOPIC_PREFIX": "two."}), ["tracker"])
+    assert one.app is not two.app
+    assert one.app.conf.id == "one.worker"
+    assert one.parts["tracker"] is not two.parts["tracker"]
+    topics = {t.get_topic_name() for t in [one.context.topics.dispatches]}
+    assert topics == {"one.dispatches"}
+    assert two.context.topics.dispatches.get_topic_name() == "two.dispatches"
+    # A table of one is not a table of the other (each worker recovers its own).
+    assert set(one.app.tables) == set(two.app.tables)
+    assert all(one.app.tables[n] is not two.app.tables[n] for n in one.app.tables)
