@@ -57,11 +57,12 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, cast
 
-import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
+
+from appfirst.streams.take import TakeStream
 
 log = logging.getLogger("appfirst.streams")
 TRUE_END_TIMEOUT_SECONDS = 30.0
@@ -218,8 +219,9 @@ async def true_ends(probe: Any, listed: Mapping[TP, int]) -> dict[TP, int]:
     return ends
 
 
-class AckedStream(faust.Stream):  # type: ignore[type-arg]
-    """A stream whose acknowledgements all go through ``RewindingConsumer.ack``."""
+class AckedStream(TakeStream):
+    """A stream whose acknowledgements all go through ``RewindingConsumer.ack``, and whose
+    batches cost nothing while idle (``streams/take.py``)."""
 
     def __aiter__(self) -> Any:
         it = self._py_aiter()
