@@ -105,6 +105,8 @@ def crash_only(fn: AgentFn) -> AgentFn:
     event again from the committed offset; every effect is idempotent.
     """
 
+    name = fn.__name__.removeprefix("_")  # a part's agent ``_track`` is ``track``
+
     @functools.wraps(fn)
     async def run(stream: Any) -> None:
         try:
@@ -114,9 +116,9 @@ def crash_only(fn: AgentFn) -> AgentFn:
         except Exception:
             _log.critical(
                 "agent %s failed; exiting before its event is acknowledged",
-                fn.__name__,
+                name,
                 exc_info=True,
-                extra={"agent": fn.__name__},
+                extra={"agent": name},
             )
             exit_crash_only()
 

@@ -170,7 +170,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     fault_once: str | None = Field(
         default=None,
-        description="tests only: the fault point (streams/app.fault_point) that fails once",
+        description="tests only: the fault point (Context.fault_point) that fails once",
     )
 
     @model_validator(mode="after")
