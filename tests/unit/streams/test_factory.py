@@ -64,3 +64,20 @@ def test_two_apps_in_one_process_share_no_state() -> None:
     # A table of one is not a table of the other (each worker recovers its own).
     assert set(one.app.tables) == set(two.app.tables)
     assert all(one.app.tables[n] is not two.app.tables[n] for n in one.app.tables)
+
+
+def test_readiness_waits_for_the_tables_routing_needs_in_each_role() -> None:
+    # What /readyz waits for besides the group, recovery and the broker (streams/health.py).
+    for role, waited in (
+        ("all", {"practice-settings", "failed-numbers"}),
+        ("streams", {"practice-settings", "failed-numbers"}),
+        ("dispatcher", set()),
+    ):
+        built = create_app(settings_from_env({"APPFIRST_ROLE": role}))
+        loading = built.context.loading
+        assert {t.topic.removeprefix("appfirst.") for t in loading} == waited, role
+        health = built.parts["health"]
+        assert health._broadcast_tables_loaded() is not bool(waited), role
+        for table in loading:
+            table.ready.set()
+        assert health._broadcast_tables_loaded(), role
