@@ -26,7 +26,6 @@ from appfirst.streams.app import (
     WorkerGroupTable,
     acting_for,
     crash_only,
-    group_of,
     make_app,
 )
 from appfirst.streams.broadcast import Apply, BroadcastTable
@@ -42,7 +41,6 @@ class Context:
         self.settings = settings
         self.clock: Clock = clock or WallClock()
         self.deadlines = settings.deadlines()
-        self.group = group_of(settings)
         self.app = make_app(settings)
         self.topics = Topics(self.app, settings)
         self.io = Io(self)
