@@ -95,6 +95,12 @@ AgentFn = Callable[[Any], Awaitable[None]]
 _log = logging.getLogger("appfirst.streams")
 
 
+def agent_name(fn: AgentFn) -> str:
+    """What an agent is called: a part keeps the agent of its method ``_track`` as
+    ``track``."""
+    return fn.__name__.removeprefix("_")
+
+
 def crash_only(fn: AgentFn) -> AgentFn:
     """An agent that fails exits the process before its event can be acknowledged.
 
@@ -105,7 +111,7 @@ def crash_only(fn: AgentFn) -> AgentFn:
     event again from the committed offset; every effect is idempotent.
     """
 
-    name = fn.__name__.removeprefix("_")  # a part's agent ``_track`` is ``track``
+    name = agent_name(fn)
 
     @functools.wraps(fn)
     async def run(stream: Any) -> None:

@@ -25,6 +25,7 @@ from appfirst.streams.app import (
     SharedKeyTable,
     WorkerGroupTable,
     acting_for,
+    agent_name,
     crash_only,
     make_app,
 )
@@ -147,6 +148,5 @@ class Context:
 
 
 def _name_of(fn: AgentFn) -> str:
-    """An agent's name: its part's module and the attribute the part keeps it under (its
-    method's name less the leading underscore), ``appfirst.streams.tracker.collect``."""
-    return f"{fn.__module__}.{fn.__name__.removeprefix('_')}"
+    """An agent's full name: its part's module and its name, ``appfirst.streams.tracker.track``."""
+    return f"{fn.__module__}.{agent_name(fn)}"
