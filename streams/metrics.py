@@ -1,8 +1,9 @@
 """Metrics: the pilot's statistics onto ``pilot-metrics``, in three stages.
 
-1. ``join_facts`` sees every event of a message (keyed by message_id) and turns it into
-   facts (sent, read, fallback, responded, each once), re-keyed by arm, message type and
-   practice onto ``metric-facts``.
+1. ``MessageFacts`` takes every event of a message (keyed by message_id, from the
+   per-message agent of ``streams/messages.py``) and turns it into facts (sent, read,
+   fallback, responded, each once), re-keyed by arm, message type and practice onto
+   ``metric-facts``.
 2. ``aggregate`` keeps ``ArmStats`` per arm, message type and practice. A timer sends the
    matured counts of each practice it owns, when they change, to ``practice-stats`` keyed
    by message type, so that one place sees every practice of a message type, and keyed
@@ -43,10 +44,11 @@ from appfirst.rules.stats import Comparison, Practice, compare
 from appfirst.streams.app import acting_for
 from appfirst.streams.io import loads
 from appfirst.topics.catalogue import SEND_OUTCOMES
-from appfirst.topics.models import Arm, Dispatch, Fallback, PilotMetric, ReadReceipt, Response
+from appfirst.topics.models import Arm, PilotMetric
 
 if TYPE_CHECKING:
     from appfirst.streams.context import Context
+    from appfirst.streams.messages import Seen
 
 ARMS: tuple[Arm, ...] = ("treatment", "control")
 ALL = "all"  # the message type that stands for every type
@@ -62,12 +64,6 @@ class Metrics:
         self.app = context.app
         self.io = context.io
         self.topics = topics = context.topics
-        # message_id -> {"d": [arm, type, dispatched_at, ods] or None, "read"/...: t,
-        #                "p": changelog partition, "end": epoch}
-        self.message_table = context.json_rows("metric-messages")
-        self.message_rows = context.retention.retain(
-            "metric-messages", self.message_table, "dispatches", lambda row: (row["p"], row["end"])
-        )
         # arm|type|ods -> {"partition": p, "stats": ArmStats JSON,
         #   "days": {London date of dispatch: [sent, read, fallbacks, responded]}} (the trend)
         self.stats_table = context.table("arm-stats")
@@ -80,78 +76,10 @@ class Metrics:
         self.practice_table = context.table("practice-summaries")
         self._sent_snapshots: dict[str, str] = {}
         self._published: dict[str, Any] = {}
-        self.join_facts: Any = context.agent(topics.metrics_source)(self._join_facts)
         self.aggregate: Any = context.agent(topics.metric_facts)(self._aggregate)
         context.app.timer(interval=self.settings.metrics_publish_seconds)(self.snapshot_practices)
         self.collect: Any = context.agent(topics.practice_stats)(self._collect)
         context.app.timer(interval=self.settings.metrics_publish_seconds)(self.publish)
-
-    async def _emit(self, fact: Fact) -> None:
-        payload = json.dumps(vars(fact)).encode()
-        # The record's time is its message's dispatch (as a London day), the day the trend
-        # counts a read or response on.
-        timestamp = london_day_timestamp(fact.dispatched_at)
-        await self.io.send(
-            self.topics.metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp
-        )
-
-    async def _observe(
-        self, event: Any
-    ) -> tuple[str, Observation, float, tuple[str, ...] | None] | None:
-        """(message_id, kind, when, (arm, type, ods) for a dispatch) or None to skip."""
-        io = self.io
-        topic = io.short_topic(event.message.topic)
-        if topic == SEND_OUTCOMES:
-            outcome = await io.decode_outcome(event, "metrics")
-            return (
-                None if outcome is None else (outcome.message_id, "seen", epoch(outcome.at), None)
-            )
-        if topic == "dispatches":
-            d = await io.decode(event, Dispatch, "metrics")
-            # The pilot counts messages that were sent, by practices in an arm.
-            if d is None or d.arm is None or d.channel == "none":
-                return None
-            sent_as = (d.arm, d.message_type, d.ods_code)
-            return d.message_id, "sent", epoch(d.dispatched_at), sent_as
-        if topic == "read-receipts":
-            r = await io.decode(event, ReadReceipt, "metrics")
-            return None if r is None else (r.message_id, "read", epoch(r.read_at), None)
-        if topic == "fallbacks":
-            f = await io.decode(event, Fallback, "metrics")
-            return None if f is None else (f.message_id, "fallback", epoch(f.emitted_at), None)
-        resp = await io.decode(event, Response, "metrics")
-        return (
-            None if resp is None else (resp.message_id, "responded", epoch(resp.responded_at), None)
-        )
-
-    async def _join_facts(self, stream: Any) -> None:
-        async for event in stream.events():
-            seen = await self._observe(event)
-            if seen is None:
-                continue
-            message_id, kind, at, sent_as = seen
-            stored = self.message_table.get(message_id)
-            state = dict(stored or {})
-            if kind == "responded":
-                refused = refused_response(state, at)
-                if refused is not None:
-                    await self.io.reject(event.message, refused, "metrics")  # never counted
-                    continue
-            facts = message_facts(state, kind, at, sent_as)
-            if kind == "seen" and stored is not None and state.get("v") == stored.get("v"):
-                continue  # an outcome read again, or a later one: nothing to write
-            for fact in facts:
-                await self._emit(fact)
-            if facts or kind != "sent":
-                now = self.clock.now().timestamp()
-                keep = self.context.retention.keep_until(now)
-                if state.get("d") is not None:
-                    # Past the 7 days in which a response counts, so that a late or repeated
-                    # one is told apart (and refused) rather than taken for a first.
-                    keep = max(keep, now + self.settings.keep_sent_metrics_seconds)
-                state.update(p=event.message.partition, end=keep)
-                self.message_table[message_id] = state
-                self.message_rows.note(message_id, state)
 
     async def _aggregate(self, stream: Any) -> None:
         # A batch at a time: a practice's row is written once per batch, not once per fact.
@@ -432,3 +360,74 @@ def comparison_metric(
             "control_sent": result.control.sent,
         }
     return PilotMetric.model_validate(base)
+
+
+class MessageFacts:
+    """Stage 1: each message's events become the pilot's facts, each once, onto
+    ``metric-facts`` (for ``streams/messages.py``, whose row holds this stage's part:
+    ``{"d": [arm, type, dispatched_at, ods] or None, "v"/"read"/...: t, "e": its end}``)."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.io = context.io
+        self.topics = context.topics
+
+    def end(self, state: Any) -> float:
+        return float(state["e"])
+
+    async def _emit(self, fact: Fact) -> None:
+        payload = json.dumps(vars(fact)).encode()
+        # The record's time is its message's dispatch (as a London day), the day the trend
+        # counts a read or response on.
+        timestamp = london_day_timestamp(fact.dispatched_at)
+        await self.io.send(
+            self.topics.metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp
+        )
+
+    def _observe(self, seen: Seen) -> tuple[Observation, float, tuple[str, ...] | None] | None:
+        """(kind, when, (arm, type, ods) for a dispatch) or None to skip."""
+        value = seen.value
+        if seen.topic == SEND_OUTCOMES:
+            return "seen", epoch(value.at), None
+        if seen.topic == "dispatches":
+            # The pilot counts messages that were sent, by practices in an arm.
+            if value.arm is None or value.channel == "none":
+                return None
+            sent_as = (value.arm, value.message_type, value.ods_code)
+            return "sent", epoch(value.dispatched_at), sent_as
+        if seen.topic == "read-receipts":
+            return "read", epoch(value.read_at), None
+        if seen.topic == "fallbacks":
+            return "fallback", epoch(value.emitted_at), None
+        if seen.topic == "responses":
+            return "responded", epoch(value.responded_at), None
+        return None
+
+    async def take(self, seen: Seen, stored: Any) -> Any:
+        """The message's new state after ``seen`` (having sent its new facts), or None if
+        there is nothing to write."""
+        observed = self._observe(seen)
+        if observed is None:
+            return None
+        kind, at, sent_as = observed
+        state = dict(stored or {})
+        if kind == "responded":
+            refused = refused_response(state, at)
+            if refused is not None:
+                await self.io.reject(seen.event.message, refused, "metrics")  # never counted
+                return None
+        facts = message_facts(state, kind, at, sent_as)
+        if kind == "seen" and stored is not None and state.get("v") == stored.get("v"):
+            return None  # an outcome read again, or a later one: nothing to write
+        for fact in facts:
+            await self._emit(fact)
+        if not facts and kind == "sent":
+            return None
+        now = self.context.clock.now().timestamp()
+        keep = self.context.retention.keep_until(now)
+        if state.get("d") is not None:
+            # Past the 7 days in which a response counts, so that a late or repeated one is
+            # told apart (and refused) rather than taken for a first.
+            keep = max(keep, now + self.context.settings.keep_sent_metrics_seconds)
+        state["e"] = keep
+        return state

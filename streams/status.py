@@ -1,12 +1,11 @@
 """Status: each message's conversation status on ``message-status``, and each batch
 message's outcome on ``batch-progress`` for its batch's counters.
 
-Reads a message's dispatch, its send outcome (``send-outcomes``) and its receipts, all keyed
-by message id and co-partitioned, so one agent sees them in partition order; the rules are
-``rules/status.py``. A row is kept only while something about the message can still change
-(an SMS awaiting its receipt, a batch message awaiting its outcome) and at most
-``KEEP_SENT_METRICS_SECONDS``, its end kept by ``streams/retention.py`` as every
-per-message table's is: state follows pending work.
+Takes a message's dispatch, its send outcome (``send-outcomes``) and its receipts from the
+per-message agent (``streams/messages.py``), which sees them in partition order; the rules
+are ``rules/status.py``. Its part of the message's row matters only while something about
+the message can still change (an SMS awaiting its receipt, a batch message awaiting its
+outcome), at most ``KEEP_SENT_METRICS_SECONDS``: state follows pending work.
 """
 
 from __future__ import annotations
@@ -15,14 +14,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from appfirst.rules import status as rules
-from appfirst.streams.app import acting_for
 from appfirst.topics.catalogue import SEND_OUTCOMES
-from appfirst.topics.models import DeliveryReceipt, Dispatch, MessageStatus, ReadReceipt
+from appfirst.topics.models import MessageStatus
 
 if TYPE_CHECKING:
-    from appfirst.streams.app import JsonRows
     from appfirst.streams.context import Context
-    from appfirst.streams.retention import Retained
+    from appfirst.streams.messages import Seen
 
 # How long a finished message's mark is kept: far past any re-read after a crash (offsets
 # are committed every few seconds), unless the keep window is set shorter.
@@ -30,91 +27,44 @@ CLOSED_KEEP_SECONDS = 3600.0
 
 
 class Status:
-    """Each message's conversation status, and each batch message's outcome (agent
-    ``follow``)."""
+    """Each message's conversation status, and each batch message's outcome: its part of
+    the message's row is a ``rules.Track``."""
 
     def __init__(self, context: Context) -> None:
         self.context = context
         self.settings = context.settings
         self.clock = context.clock
         self.io = context.io
-        self.topics = topics = context.topics
-        self.tracks: JsonRows = context.json_rows("message-tracks")
-        self.track_rows: Retained = context.retention.retain(
-            "message-tracks", self.tracks, "dispatches", self._end_of
-        )
-        self.follow: Any = context.agent(topics.status_source)(self._follow)
+        self.topics = context.topics
 
-    def _end_of(self, raw: Any) -> tuple[int, float]:
-        """A finished message's mark ends an hour after it finished; a row nothing settles
+    def end(self, raw: Any) -> float:
+        """A finished message's mark ends an hour after it finished; a track nothing settles
         (an SMS whose receipt never came, a receipt whose dispatch never did, an NHS App
         message with no live sends) ends ``KEEP_SENT_METRICS_SECONDS`` (8 days: a batch's
         7-day response window, and a day) after its first fact."""
         track = rules.Track.from_json(raw)
         if track.closed:
-            return track.partition, track.seen_at + min(
-                CLOSED_KEEP_SECONDS, self.settings.keep_settled_seconds
-            )
-        return track.partition, track.seen_at + self.settings.keep_sent_metrics_seconds
+            return track.seen_at + min(CLOSED_KEEP_SECONDS, self.settings.keep_settled_seconds)
+        return track.seen_at + self.settings.keep_sent_metrics_seconds
 
-    async def _follow(self, stream: Any) -> None:
-        # A batch at a time, and what it sends made durable before its rows are written: a
-        # row that says "counted" or "shown" is then never ahead of what reached Kafka (a
-        # crash in between re-reads the events and sends again; both topics take repeats).
-        async for batch in stream.take_events(500, within=0.05):
-            rows: dict[str, tuple[Any, rules.Track]] = {}
-            for event in batch:
-                if not self.context.current(event):
-                    continue  # read again by the partition's owner (streams/rewind.py)
-                seen = await self._fact(event)
-                if seen is None:
-                    continue
-                mid, change = seen
-                if mid in rows:
-                    _, old = rows[mid]
-                else:
-                    raw = self.tracks.get(mid)
-                    old = (
-                        rules.Track.from_json(raw)
-                        if raw
-                        else rules.Track(self.clock.now().timestamp(), event.message.partition)
-                    )
-                if old.closed:
-                    continue  # finished already: this is a re-read
-                new = await self._publish(mid, change(old))
-                rows[mid] = (event, new)
-            if not rows:
-                continue
-            await self.io.durable()
-            for mid, (event, new) in rows.items():
-                with acting_for(event):
-                    if rules.finished(new):
-                        new = rules.closed(new, self.clock.now().timestamp())
-                    row = new.to_json()
-                    self.tracks[mid] = row
-                    self.track_rows.note(mid, row)
-
-    async def _fact(self, event: Any) -> tuple[str, Any] | None:
-        """The message id and how this event changes its track, or None to ignore it."""
-        io = self.io
-        topic = io.short_topic(event.message.topic)
-        if topic == "dispatches":
-            d = await io.decode(event, Dispatch, "status")
-            if d is None:
-                return None
-            return d.message_id, lambda t: rules.on_dispatch(t, d.channel, d.reason, d.batch_id)
-        if topic == SEND_OUTCOMES:
-            outcome = await io.decode_outcome(event, "status")
-            return None if outcome is None else (outcome.message_id, rules.on_sent)
-        if topic == "delivery-receipts":
-            r = await io.decode(event, DeliveryReceipt, "status")
-            if r is None:
-                return None
-            return r.message_id, lambda t: rules.on_receipt(t, r.channel, r.status, r.leg)
-        read = await io.decode(event, ReadReceipt, "status")
-        if read is None:
+    async def take(self, seen: Seen, raw: Any) -> Any:
+        """The message's new track after ``seen`` (having sent what it shows), or None if
+        nothing changed."""
+        change = _change(seen)
+        if change is None:
             return None
-        return read.message_id, rules.on_read
+        old = (
+            rules.Track.from_json(raw)
+            if raw
+            else rules.Track(self.clock.now().timestamp(), seen.event.message.partition)
+        )
+        if old.closed:
+            return None  # finished already: this is a re-read
+        new = await self._publish(seen.message_id, change(old))
+        if rules.finished(new):
+            new = rules.closed(new, self.clock.now().timestamp())
+        row = new.to_json()
+        return None if row == raw else row
 
     async def _publish(self, mid: str, t: rules.Track) -> rules.Track:
         """Write what changed: the thread's status, and the batch's outcome (once)."""
@@ -147,3 +97,17 @@ class Status:
             )
             t = rules.Track.from_json({**t.to_json(), "counted": True})
         return t
+
+
+def _change(seen: Seen) -> Any:
+    """How ``seen`` changes its message's track, or None if it says nothing of it."""
+    value = seen.value
+    if seen.topic == "dispatches":
+        return lambda t: rules.on_dispatch(t, value.channel, value.reason, value.batch_id)
+    if seen.topic == SEND_OUTCOMES:
+        return rules.on_sent
+    if seen.topic == "delivery-receipts":
+        return lambda t: rules.on_receipt(t, value.channel, value.status, value.leg)
+    if seen.topic == "read-receipts":
+        return rules.on_read
+    return None

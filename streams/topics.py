@@ -52,12 +52,13 @@ class Topics:
         self.tracker_source = topic(
             "dispatches", "delivery-receipts", "read-receipts", "fallbacks", SEND_OUTCOMES
         )
-        self.metrics_source = topic(
-            "dispatches", SEND_OUTCOMES, "read-receipts", "fallbacks", "responses"
-        )
         self.dispatcher_source = topic("dispatches", "fallbacks")
-        self.contactability_source = topic("dispatches", "delivery-receipts")
         self.batches_source = topic("batches", BATCH_PROGRESS)
-        self.status_source = topic(
-            "dispatches", SEND_OUTCOMES, "delivery-receipts", "read-receipts"
+        self.messages_source = topic(
+            "dispatches",
+            SEND_OUTCOMES,
+            "delivery-receipts",
+            "read-receipts",
+            "fallbacks",
+            "responses",
         )

@@ -17,16 +17,15 @@ from appfirst.streams import taskdump
 from appfirst.streams.app import App
 from appfirst.streams.batch_api import BatchApi
 from appfirst.streams.batches import Batches
-from appfirst.streams.contactability import Contactability
 from appfirst.streams.context import Context
 from appfirst.streams.dispatcher import Dispatcher
 from appfirst.streams.exporter import Exporter
 from appfirst.streams.failed_numbers import FailedNumbers
 from appfirst.streams.health import Health
 from appfirst.streams.ingress import Ingress
+from appfirst.streams.messages import Messages
 from appfirst.streams.metrics import Metrics
 from appfirst.streams.router import Router
-from appfirst.streams.status import Status
 from appfirst.streams.tracker import Tracker
 
 # What each role runs: a part adds its agents, tables, timers and pages to the app as it is
@@ -34,10 +33,9 @@ from appfirst.streams.tracker import Tracker
 OPERATIONS = ("health", "exporter")
 STREAMS = (
     "router",
-    "contactability",
     "tracker",
+    "messages",
     "metrics",
-    "status",
     "batches",
     "batch_api",
     "ingress",
@@ -67,10 +65,9 @@ class Appfirst:
 BUILDERS: dict[str, Callable[[Appfirst], Any]] = {
     "failed_numbers": lambda w: FailedNumbers(w.context),
     "router": lambda w: Router(w.context, w.part("failed_numbers")),
-    "contactability": lambda w: Contactability(w.context, w.part("failed_numbers")),
     "tracker": lambda w: Tracker(w.context),
+    "messages": lambda w: Messages(w.context, w.part("failed_numbers")),
     "metrics": lambda w: Metrics(w.context),
-    "status": lambda w: Status(w.context),
     "batches": lambda w: Batches(w.context),
     "batch_api": lambda w: BatchApi(w.context, w.part("router"), w.part("failed_numbers")),
     "ingress": lambda w: Ingress(w.context),

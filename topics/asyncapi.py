@@ -83,24 +83,24 @@ WORKER: dict[str, WorkerUse] = {
         sends=("router (results of on-demand eligibility lookups)",),
     ),
     "dispatches": WorkerUse(
-        receives=("tracker", "dispatcher", "metrics", "contactability"),
+        receives=("tracker", "dispatcher", "messages"),
         sends=("router",),
     ),
     "delivery-receipts": WorkerUse(
-        receives=("tracker", "contactability"),
+        receives=("tracker", "messages"),
         sends=(
             "callback ingress (POST /callbacks/nhs-app, /callbacks/notify)",
             "dispatcher (a provider's refusal, as a failure receipt)",
         ),
     ),
     "read-receipts": WorkerUse(
-        receives=("tracker", "metrics"),
+        receives=("tracker", "messages"),
         sends=("callback ingress (POST /callbacks/nhs-app)",),
     ),
     "responses": WorkerUse(
-        receives=("metrics",), sends=("callback ingress (POST /callbacks/responses)",)
+        receives=("messages",), sends=("callback ingress (POST /callbacks/responses)",)
     ),
-    "fallbacks": WorkerUse(receives=("tracker", "dispatcher", "metrics"), sends=("tracker",)),
+    "fallbacks": WorkerUse(receives=("tracker", "dispatcher", "messages"), sends=("tracker",)),
     "batches": WorkerUse(
         receives=("batches (collect)",),
         sends=("batch upload (POST /batches), cancel and link revocation endpoints",),
@@ -108,18 +108,18 @@ WORKER: dict[str, WorkerUse] = {
     "batch-status": WorkerUse(
         sends=("batches (status)",), broadcast=("GET /batches/{id}, GET /links/{id}",)
     ),
-    "message-status": WorkerUse(sends=("status",)),
+    "message-status": WorkerUse(sends=("messages (status)",)),
     "pilot-metrics": WorkerUse(sends=("metrics (publish)",)),
     "dead-letter": WorkerUse(sends=("any agent, for a record it cannot decode or validate",)),
     ROUTER_BY_PATIENT: WorkerUse(receives=("router (route)",), sends=("router (intake)",)),
-    METRIC_FACTS: WorkerUse(receives=("metrics (aggregate)",), sends=("metrics (join facts)",)),
+    METRIC_FACTS: WorkerUse(receives=("metrics (aggregate)",), sends=("messages (pilot facts)",)),
     PRACTICE_STATS: WorkerUse(
         receives=("metrics (collect)",), sends=("metrics (practice snapshots)",)
     ),
-    BATCH_PROGRESS: WorkerUse(receives=("batches (collect)",), sends=("status",)),
-    SEND_OUTCOMES: WorkerUse(receives=("tracker", "status", "metrics"), sends=("dispatcher",)),
+    BATCH_PROGRESS: WorkerUse(receives=("batches (collect)",), sends=("messages (status)",)),
+    SEND_OUTCOMES: WorkerUse(receives=("tracker", "messages"), sends=("dispatcher",)),
     FAILED_NUMBERS: WorkerUse(
-        broadcast=("router (the likely-to-fail check)",), sends=("contactability",)
+        broadcast=("router (the likely-to-fail check)",), sends=("messages (contactability)",)
     ),
 }
 

@@ -76,7 +76,7 @@ async def test_answers_count_from_when_the_message_could_first_be_seen(
     await stack.publish("send-outcomes", "queued", json.dumps(outcome).encode())
 
     async def seen() -> bool:  # the acceptance is in the message's row
-        rows = await stack.read_records("worker-metric-messages-changelog")
+        rows = await stack.read_records("worker-message-rows-changelog")
         return any(r.value and b'"v"' in r.value for r in rows)
 
     deadline = asyncio.get_running_loop().time() + 30

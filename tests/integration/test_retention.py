@@ -18,7 +18,7 @@ from .factories import app_user, now, practice, request
 pytestmark = pytest.mark.integration
 
 KEEP = 3.0
-TABLES = ("routed", "sends", "deadlines", "sms-numbers", "metric-messages", "message-tracks")
+TABLES = ("routed", "sends", "deadlines", "message-rows")
 
 
 async def _table_rows(port: int) -> dict[str, float]:
@@ -51,7 +51,7 @@ async def test_settled_rows_go_and_pending_ones_stay(stack_factory: Any) -> None
         receipts.append(
             ("read-receipts", r.message_id, ReadReceipt(message_id=r.message_id, read_at=now()))
         )
-    for r in sms[::4]:  # SMS failures: joined to their number in sms-numbers
+    for r in sms[::4]:  # SMS failures: joined to their number in the message's row
         receipt = DeliveryReceipt(
             message_id=r.message_id,
             channel="sms",

@@ -45,7 +45,7 @@ def test_each_role_builds_its_own_parts() -> None:
     assert _agents("dispatcher") == {"dispatcher"}
     streams = _agents("streams")
     assert "dispatcher" not in streams
-    assert {"router", "tracker", "metrics", "status", "batches", "contactability"} <= streams
+    assert {"router", "tracker", "messages", "metrics", "batches"} <= streams
     assert _agents("all") == streams | {"dispatcher"}
     for role, parts in ROLES.items():
         built = create_app(settings_from_env({"APPFIRST_ROLE": role}))

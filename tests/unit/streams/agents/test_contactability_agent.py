@@ -1,5 +1,6 @@
-"""``streams/contactability.join_failures``: an SMS failure meets the number its message
-went to, in either order, and the number's fingerprint goes on ``failed-numbers``."""
+"""``streams/messages.follow``, its contactability part (``streams/contactability.py``): an
+SMS failure meets the number its message went to, in either order, and the number's
+fingerprint goes on ``failed-numbers``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from appfirst.streams import io
-from appfirst.streams.contactability import Contactability
+from appfirst.streams.messages import Messages
 from appfirst.topics.models import DeliveryReceipt, Dispatch
 from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import AgentFailed, crashes, feed, until
@@ -48,8 +49,8 @@ def _receipt(mid: str, status: str = "permanent_failure", channel: str = "sms") 
     )  # type: ignore[arg-type]
 
 
-def _contactability(build: Build) -> Contactability:
-    part: Contactability = build("contactability").parts["contactability"]
+def _contactability(build: Build) -> Messages:
+    part: Messages = build("messages").parts["messages"]
     return part
 
 
@@ -61,24 +62,29 @@ async def test_a_failure_after_its_dispatch_names_the_number(
     outbox: io.Outbox, build: Build
 ) -> None:
     contactability = _contactability(build)
-    async with contactability.join_failures.test_context() as agent:
+    async with contactability.follow.test_context() as agent:
         await feed(agent, "dispatches", b"c-1", _dispatch("c-1"))
         await feed(agent, "delivery-receipts", b"c-1", _receipt("c-1"))
         failed = await until(lambda: _failed(outbox))
-    assert [key for key, _ in failed] == [contactability.failed.fingerprint(MOBILE).encode()]
-    assert MOBILE.encode() not in outbox.records[0][1]  # a keyed hash, never the number
+    assert [key for key, _ in failed] == [
+        contactability.numbers.failed.fingerprint(MOBILE).encode()
+    ]
+    for _, key, value in outbox.records:  # a keyed hash, never the number
+        assert MOBILE.encode() not in (key or b"") + value
     assert "failed_at" in failed[0][1]
 
 
 async def test_a_failure_before_its_dispatch_waits_for_it(outbox: io.Outbox, build: Build) -> None:
     contactability = _contactability(build)
-    async with contactability.join_failures.test_context() as agent:
+    async with contactability.follow.test_context() as agent:
         await feed(agent, "delivery-receipts", b"c-2", _receipt("c-2", "temporary_failure"))
-        await until(lambda: contactability.sms_numbers.get("c-2"))
+        await until(lambda: contactability.rows.get("c-2"))
         assert not _failed(outbox)  # no number yet
         await feed(agent, "dispatches", b"c-2", _dispatch("c-2"))
         failed = await until(lambda: _failed(outbox))
-    assert [key for key, _ in failed] == [contactability.failed.fingerprint(MOBILE).encode()]
+    assert [key for key, _ in failed] == [
+        contactability.numbers.failed.fingerprint(MOBILE).encode()
+    ]
 
 
 async def test_what_says_nothing_of_a_number_is_passed_over(
@@ -86,7 +92,7 @@ async def test_what_says_nothing_of_a_number_is_passed_over(
 ) -> None:
     contactability = _contactability(build)
     last = "+447700900305"
-    async with contactability.join_failures.test_context() as agent:
+    async with contactability.follow.test_context() as agent:
         await feed(agent, "dispatches", b"c-3", _dispatch("c-3", mobile="+447700900303"))
         await feed(agent, "delivery-receipts", b"c-3", _receipt("c-3", "delivered"))
         await feed(agent, "delivery-receipts", b"c-3", _receipt("c-3", channel="nhs_app"))
@@ -95,7 +101,7 @@ async def test_what_says_nothing_of_a_number_is_passed_over(
         # Read in order: once this last one is joined, the ones before it were seen.
         await feed(agent, "dispatches", b"c-5", _dispatch("c-5", mobile=last))
         await feed(agent, "delivery-receipts", b"c-5", _receipt("c-5"))
-        mine = contactability.failed.fingerprint(last).encode()
+        mine = contactability.numbers.failed.fingerprint(last).encode()
         await until(lambda: any(key == mine for key, _ in _failed(outbox)))
     assert [key for key, _ in _failed(outbox)] == [mine]
 
@@ -104,10 +110,10 @@ async def test_a_record_that_is_not_an_event_is_dead_lettered(
     outbox: io.Outbox, build: Build
 ) -> None:
     contactability = _contactability(build)
-    async with contactability.join_failures.test_context() as agent:
+    async with contactability.follow.test_context() as agent:
         await feed(agent, "delivery-receipts", b"c-6", b"\x07junk")
         dead = await until(lambda: outbox.on("dead-letter"))
-    assert json.loads(dead[0][1])["agent"] == "contactability"
+    assert json.loads(dead[0][1])["agent"] == "messages"
 
 
 async def test_an_agent_that_fails_fails_its_test(
@@ -116,11 +122,11 @@ async def test_an_agent_that_fails_fails_its_test(
     contactability = _contactability(build)
 
     # The harness itself: where a worker would exit crash-only, the test's wait raises.
-    async def broken(event: Any) -> None:
+    async def broken(seen: Any, entry: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(contactability, "_observe", broken)
-    async with contactability.join_failures.test_context() as agent:
+    monkeypatch.setattr(contactability.numbers, "take", broken)
+    async with contactability.follow.test_context() as agent:
         await feed(agent, "dispatches", b"c-7", _dispatch("c-7"))
         with pytest.raises(AgentFailed, match="a bug"):
             await until(lambda: False)

@@ -1,6 +1,7 @@
-"""``streams/metrics.join_facts``: each message's events, in any order, become the pilot's
-facts (sent, read, fallback, responded) once each, keyed by arm, type and practice. The
-counting and the published figures: ``tests/integration/test_metrics_stream.py``."""
+"""``streams/messages.follow``, its pilot facts (``streams/metrics.MessageFacts``): each
+message's events, in any order, become the pilot's facts (sent, read, fallback, responded)
+once each, keyed by arm, type and practice. The counting and the published figures:
+``tests/integration/test_metrics_stream.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from appfirst.rules.pilot import ArmStats
 from appfirst.streams import io
+from appfirst.streams.messages import Messages
 from appfirst.streams.metrics import Metrics
 from appfirst.topics.models import Dispatch, Response
 from tests.unit.streams.agents.conftest import Build
@@ -41,8 +43,8 @@ def _response(mid: str, after: timedelta) -> bytes:
     return Response(message_id=mid, responded_at=T0 + after).model_dump_json().encode()
 
 
-def _metrics(build: Build) -> Metrics:
-    part: Metrics = build("metrics").parts["metrics"]
+def _metrics(build: Build) -> Messages:
+    part: Messages = build("messages").parts["messages"]
     return part
 
 
@@ -52,7 +54,7 @@ def _facts(outbox: io.Outbox) -> list[tuple[bytes | None, dict[str, Any]]]:
 
 async def test_a_dispatch_in_an_arm_is_a_sent_fact(outbox: io.Outbox, build: Build) -> None:
     metrics = _metrics(build)
-    async with metrics.join_facts.test_context() as agent:
+    async with metrics.follow.test_context() as agent:
         await feed(agent, "dispatches", b"p-1", _dispatch("p-1"))
         facts = await until(lambda: _facts(outbox))
     key, fact = facts[0]
@@ -64,9 +66,9 @@ async def test_a_response_before_its_dispatch_counts_once_it_comes(
     outbox: io.Outbox, build: Build
 ) -> None:
     metrics = _metrics(build)
-    async with metrics.join_facts.test_context() as agent:
+    async with metrics.follow.test_context() as agent:
         await feed(agent, "responses", b"p-2", _response("p-2", timedelta(hours=2)))
-        await until(lambda: metrics.message_table.get("p-2"))
+        await until(lambda: metrics.rows.get("p-2"))
         assert not _facts(outbox)  # no arm known yet
         await feed(agent, "dispatches", b"p-2", _dispatch("p-2"))
         facts = await until(lambda: len(_facts(outbox)) == 2 and _facts(outbox))
@@ -78,7 +80,7 @@ async def test_a_second_response_is_dead_lettered_never_counted(
     outbox: io.Outbox, build: Build
 ) -> None:
     metrics = _metrics(build)
-    async with metrics.join_facts.test_context() as agent:
+    async with metrics.follow.test_context() as agent:
         await feed(agent, "dispatches", b"p-3", _dispatch("p-3"))
         await feed(agent, "responses", b"p-3", _response("p-3", timedelta(minutes=5)))
         await feed(agent, "responses", b"p-3", _response("p-3", timedelta(minutes=9)))
@@ -89,7 +91,7 @@ async def test_a_second_response_is_dead_lettered_never_counted(
 
 async def test_a_message_outside_the_pilot_is_not_counted(outbox: io.Outbox, build: Build) -> None:
     metrics = _metrics(build)
-    async with metrics.join_facts.test_context() as agent:
+    async with metrics.follow.test_context() as agent:
         await feed(agent, "dispatches", b"p-4", _dispatch("p-4", arm=None))
         await feed(agent, "dispatches", b"p-5", _dispatch("p-5", ods="M81009"))  # read after
         await until(lambda: any(f["ods_code"] == "M81009" for _, f in _facts(outbox)))

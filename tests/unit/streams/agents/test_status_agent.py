@@ -1,6 +1,7 @@
-"""``streams/status.follow``: what a practice's conversation thread shows for each message
-(``message-status``), and each batch message's outcome, counted once (``batch-progress``).
-The rules: ``tests/unit/rules/test_status.py``."""
+"""``streams/messages.follow``, its status part (``streams/status.py``): what a practice's
+conversation thread shows for each message (``message-status``), and each batch message's
+outcome, counted once (``batch-progress``). The rules:
+``tests/unit/rules/test_status.py``."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from datetime import UTC, datetime
 import pytest
 
 from appfirst.streams import io
-from appfirst.streams.status import Status
+from appfirst.streams.messages import Messages
 from appfirst.topics.models import DeliveryReceipt, Dispatch
 from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
 
 
 @pytest.fixture
-def status(build: Build) -> Status:
-    part: Status = build("status").parts["status"]
+def status(build: Build) -> Messages:
+    part: Messages = build("messages").parts["messages"]
     return part
 
 
@@ -60,7 +61,7 @@ def _shown(outbox: io.Outbox, mid: str) -> list[str]:
     return [json.loads(v)["status"] for k, v in outbox.on("message-status") if k == mid.encode()]
 
 
-async def test_an_sms_shows_sent_then_delivered(outbox: io.Outbox, status: Status) -> None:
+async def test_an_sms_shows_sent_then_delivered(outbox: io.Outbox, status: Messages) -> None:
     async with status.follow.test_context() as agent:
         await feed(agent, "dispatches", b"s-1", _dispatch("s-1"))
         await feed(agent, "send-outcomes", b"s-1", _sent("s-1"))
@@ -74,7 +75,7 @@ async def test_an_sms_shows_sent_then_delivered(outbox: io.Outbox, status: Statu
     assert _shown(outbox, "s-1") == ["sent", "delivered"]
 
 
-async def test_a_batch_message_is_counted_once(outbox: io.Outbox, status: Status) -> None:
+async def test_a_batch_message_is_counted_once(outbox: io.Outbox, status: Messages) -> None:
     async with status.follow.test_context() as agent:
         await feed(agent, "dispatches", b"b1.000001", _dispatch("b1.000001", batch_id="b1"))
         await feed(agent, "send-outcomes", b"b1.000001", _sent("b1.000001"))

@@ -1,0 +1,111 @@
+"""Messages: one agent and one row for each message's events, outside the fallback engine.
+
+Three things follow every message by its id: what the practice's conversation thread shows
+(``streams/status.py``), the pilot's facts (``streams/metrics.MessageFacts``) and the number
+its SMS went to, for a failure receipt to name (``streams/contactability.py``). Each was an
+agent with a table of its own: every dispatch was read three times and each message kept
+three rows, each write a changelog record. Here one agent reads each event once, decodes
+it once, lets the three take what they need from it, and keeps one row per message with a
+part for each (``"s"``, ``"m"``, ``"c"``).
+
+A batch at a time: what the three send is made durable before their rows are written, so a
+row that says "counted", "shown" or "joined" is never ahead of what reached Kafka (a crash
+in between re-reads the events and sends again, and every topic written here takes
+repeats). A row ends when the last of its parts does (``streams/retention.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from appfirst.streams.app import acting_for
+from appfirst.streams.contactability import Contactability
+from appfirst.streams.metrics import MessageFacts
+from appfirst.streams.status import Status
+from appfirst.topics.catalogue import SEND_OUTCOMES
+from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReadReceipt, Response
+
+if TYPE_CHECKING:
+    from appfirst.streams.context import Context
+    from appfirst.streams.failed_numbers import FailedNumbers
+    from appfirst.streams.retention import Retained
+
+AGENT = "messages"  # what its dead letters name
+MODELS: dict[str, Any] = {
+    "dispatches": Dispatch,
+    "delivery-receipts": DeliveryReceipt,
+    "read-receipts": ReadReceipt,
+    "fallbacks": Fallback,
+    "responses": Response,
+}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One event of a message, decoded: ``value`` is the topic's model (a ``SendOutcome``
+    for ``send-outcomes``)."""
+
+    message_id: str
+    topic: str
+    value: Any
+    event: Any
+
+
+class Messages:
+    """The per-message agent ``follow`` and its table ``message-rows``."""
+
+    def __init__(self, context: Context, failed: FailedNumbers) -> None:
+        self.context = context
+        self.io = context.io
+        self.status = Status(context)
+        self.facts = MessageFacts(context)
+        self.numbers = Contactability(context, failed)
+        self.parts = (("s", self.status), ("m", self.facts), ("c", self.numbers))
+        # message_id -> {"p": changelog partition, "end": epoch, "s": ..., "m": ..., "c": ...}
+        self.rows = context.json_rows("message-rows")
+        self.retained: Retained = context.retention.retain(
+            "message-rows", self.rows, "dispatches", lambda row: (row["p"], row["end"])
+        )
+        self.follow: Any = context.agent(context.topics.messages_source)(self._follow)
+
+    async def _follow(self, stream: Any) -> None:
+        async for batch in stream.take_events(500, within=0.05):
+            rows: dict[str, tuple[Any, dict[str, Any]]] = {}
+            for event in batch:
+                if not self.context.current(event):
+                    continue  # read again by the partition's owner (streams/rewind.py)
+                seen = await self._decode(event)
+                if seen is None:
+                    continue
+                mid = seen.message_id
+                row = rows[mid][1] if mid in rows else dict(self.rows.get(mid) or {})
+                changed = False
+                for key, part in self.parts:
+                    new = await part.take(seen, row.get(key))
+                    if new is not None:
+                        row[key] = new
+                        changed = True
+                if changed:
+                    rows[mid] = (event, row)
+            if not rows:
+                continue
+            await self.io.durable()
+            for mid, (event, row) in rows.items():
+                row["p"] = event.message.partition
+                row["end"] = max(part.end(row[key]) for key, part in self.parts if key in row)
+                with acting_for(event):
+                    key = sys.intern(mid)  # one copy for the table and its retention index
+                    self.rows[key] = row
+                    self.retained.note(key, row)
+
+    async def _decode(self, event: Any) -> Seen | None:
+        """The event decoded, or None after sending it to ``dead-letter``."""
+        io = self.io
+        topic = io.short_topic(event.message.topic)
+        if topic == SEND_OUTCOMES:
+            outcome = await io.decode_outcome(event, AGENT)
+            return None if outcome is None else Seen(outcome.message_id, topic, outcome, event)
+        value = await io.decode(event, MODELS[topic], AGENT)
+        return None if value is None else Seen(value.message_id, topic, value, event)
