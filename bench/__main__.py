@@ -33,6 +33,7 @@ NATIONAL_DAY_NHS_APP = 3_400_000
 
 
 MEASUREMENTS = (
+    "idle",
     "sends",
     "outage",
     "pipeline",
@@ -68,6 +69,10 @@ async def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     wanted = set(args.only or MEASUREMENTS)
     with EmbeddedBroker() as broker:
         traffic = Traffic(messages).build()
+        if "idle" in wanted:
+            console.print("idle: a worker of every part, ready, with nothing to do for 20 s")
+            results["idle"] = await scenarios.idle(broker.url, workdir)
+            console.print(f"  {results['idle']['share_of_a_core']:.1%} of a core")
         if "sends" in wanted:
             count = max(100, int(args.sends * scale))
             results["sends"] = []
@@ -133,6 +138,9 @@ def table(results: dict[str, Any]) -> Table:
     def row(name: str, value: str, target: str, ok: bool | None) -> None:
         t.add_row(name, value, target, "-" if ok is None else ("met" if ok else "[red]missed[/]"))
 
+    if i := results.get("idle"):
+        share = i["share_of_a_core"]
+        row("idle worker, every part: CPU share of a core", f"{share:.1%}", "<= 5%", share <= 0.05)
     for run in results.get("sends", []):
         ms = f"{run['latency_seconds'] * 1000:.0f} ms"
         row(

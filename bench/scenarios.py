@@ -276,6 +276,27 @@ async def routing_latency(
         bench.stop_all()
 
 
+async def idle(broker: str, workdir: Path, seconds: float = 20.0) -> dict[str, Any]:
+    """What a worker of every part costs with nothing to do: CPU over ``seconds`` once it is
+    ready and has read its setup topics. An agent or timer that polls shows up here (a
+    batching stream that woke every 5 ms once cost 7.5% of a core), and it is paid by every
+    worker of a fleet at night and by every test that starts one."""
+    bench = Bench(broker, "idle.", workdir)
+    group = f"{bench.prefix}worker"
+    try:
+        await bench.create_topics()
+        proc, port = bench.start_worker("idle.log")
+        await bench.wait_ready(port)
+        await wait_caught_up(bench.settings, group, SETUP_TOPICS, timeout=120)
+        await asyncio.sleep(5)  # past the start's own work (recovery, first timers)
+        cpu0 = cpu_seconds(proc.pid)
+        await asyncio.sleep(seconds)
+        cpu = cpu_seconds(proc.pid) - cpu0
+        return {"seconds": seconds, "cpu_seconds": cpu, "share_of_a_core": cpu / seconds}
+    finally:
+        bench.stop_all()
+
+
 async def deadlines(
     broker: str, workdir: Path, pending: int, due: int, window: tuple[float, float]
 ) -> dict[str, Any]:

@@ -22,11 +22,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
-
-from scipy import stats as sps
+from functools import cache
+from typing import Any, Literal
 
 ArmName = Literal["treatment", "control"]
+
+
+@cache
+def _sps() -> Any:
+    """``scipy.stats``, imported on first use: it takes longer to import than the rest of a
+    worker, and a worker needs it only once both arms have two practices with messages
+    (every worker start, and every test that starts one, paid for it)."""
+    from scipy import stats
+
+    return stats
+
+
 METHOD = "practice_level_welch_t"
 NAIVE_METHOD = "naive_two_proportion"
 
@@ -100,17 +111,16 @@ def compare(
     difference = treatment.rate - control.rate
     se = math.sqrt(treatment.variance + control.variance)
     df = welch_df(treatment, control)
-    quantile = float(sps.t.ppf(0.5 + confidence / 2, df))
+    quantile = float(_sps().t.ppf(0.5 + confidence / 2, df))
     if se > 0:
-        p_value = float(2 * sps.t.sf(abs(difference) / se, df))
+        p_value = float(2 * _sps().t.sf(abs(difference) / se, df))
     else:
         p_value = 1.0 if difference == 0 else 0.0
     naive_low, naive_high, naive_p = naive_two_proportion(treatment, control, confidence)
     icc = intra_cluster_correlation(rows)
     mean_size = (treatment.sent + control.sent) / (treatment.practices + control.practices)
-    srm = sps.binomtest(
-        treatment.practices, treatment.practices + control.practices, treatment_share
-    ).pvalue
+    units = treatment.practices + control.practices
+    srm = _sps().binomtest(treatment.practices, units, treatment_share).pvalue
     return Comparison(
         treatment=treatment,
         control=control,
@@ -142,11 +152,11 @@ def naive_two_proportion(
     p1, n1 = treatment.pooled_rate, treatment.sent
     p2, n2 = control.pooled_rate, control.sent
     diff = p1 - p2
-    z = float(sps.norm.ppf(0.5 + confidence / 2))
+    z = float(_sps().norm.ppf(0.5 + confidence / 2))
     se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
     pooled = (treatment.responded + control.responded) / (n1 + n2)
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    p_value = float(2 * sps.norm.sf(abs(diff) / se0)) if se0 > 0 else 1.0
+    p_value = float(2 * _sps().norm.sf(abs(diff) / se0)) if se0 > 0 else 1.0
     return diff - z * se, diff + z * se, p_value
 
 

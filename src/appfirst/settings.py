@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     keep_sent_metrics_seconds: float = Field(
         default=8 * 86400,
         gt=0,
-        description="how long a sent message's metric row is kept: a response counts up to "
+        description="how long a sent message's row keeps its pilot facts: a response counts up to "
         "7 days after sending, and one later than this is refused without being recognised "
         "as late",
     )
