@@ -1,6 +1,6 @@
 """What the practice sees of each message: its conversation status, and (for a batch
-message) the outcome its batch counts. Pure: the status agent (``streams/status.py``)
-feeds it a message's dispatch, send outcome and receipts, in any order.
+message) the outcome its batch counts. Pure: the per-message agent (``streams/messages.py``,
+its ``Status`` part) feeds it a message's dispatch, send outcome and receipts, in any order.
 
 From the individual messaging pilot page: a message sent by the NHS App shows
 "sent - To: NHS App" and is never updated, not for its delivery, its reading, nor its

@@ -13,7 +13,8 @@ at the schedule's and stagger's pace, and keeps the batch's status and counters.
 - **Cancel** deletes what is not released yet; what was released is not recalled.
   **Revoking links** is final, and shows on ``batch-status``.
 - **Counters** come from ``batch-progress`` (each batch message's outcome, written by the
-  status agent in ``streams/status.py``), counted once per message (``batch-marks``).
+  per-message agent's ``Status`` part, ``streams/status.py``), counted once per message
+  (``batch-marks``).
 - **Every row ends**: patients on release or cancel; a batch and its marks
   ``BATCH_KEEP_SECONDS`` after it finished (the 7 days a patient may respond, and a day).
 """

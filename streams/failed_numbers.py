@@ -1,9 +1,10 @@
 """Numbers likely to fail: the latest failure of each number fingerprint, on every worker.
 
-``contactability`` writes a failure onto ``failed-numbers`` when an SMS failure receipt
-meets the number its message went to; the router reads this cache to route around numbers
-that failed recently. Apart from ``contactability`` so that a process that only routes
-loads no agent of its own. Fingerprints are keyed hashes: no phone number is held here.
+The per-message agent (``streams/messages.py``, its ``Contactability`` part) writes a
+failure onto ``failed-numbers`` when an SMS failure receipt meets the number its message
+went to; the router reads this cache to route around numbers that failed recently. Apart
+from that agent so that a process that only routes loads no agent of its own. Fingerprints
+are keyed hashes: no phone number is held here.
 """
 
 from __future__ import annotations

@@ -9,13 +9,16 @@ it once, lets the three take what they need from it, and keeps one row per messa
 part for each (``"s"``, ``"m"``, ``"c"``).
 
 A batch at a time: what the three send is made durable before their rows are written, so a
-row that says "counted", "shown" or "joined" is never ahead of what reached Kafka (a crash
-in between re-reads the events and sends again, and every topic written here takes
-repeats). A row ends when the last of its parts does (``streams/retention.py``).
+row that says "counted", "shown" or "joined" is never ahead of what reached Kafka. A crash
+in between re-reads the events and sends again: ``message-status``, ``batch-progress`` and
+``failed-numbers`` take repeats, but a pilot fact sent again is counted again, so that
+window is kept to one flush, and a clean stop finishes its batch first. A row ends when the
+last of its parts does (``streams/retention.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,33 +75,48 @@ class Messages:
 
     async def _follow(self, stream: Any) -> None:
         async for batch in stream.take_events(500, within=0.05):
-            rows: dict[str, tuple[Any, dict[str, Any]]] = {}
-            for event in batch:
-                if not self.context.current(event):
-                    continue  # read again by the partition's owner (streams/rewind.py)
-                seen = await self._decode(event)
-                if seen is None:
-                    continue
-                mid = seen.message_id
-                row = rows[mid][1] if mid in rows else dict(self.rows.get(mid) or {})
-                changed = False
-                for key, part in self.parts:
-                    new = await part.take(seen, row.get(key))
-                    if new is not None:
-                        row[key] = new
-                        changed = True
-                if changed:
-                    rows[mid] = (event, row)
-            if not rows:
+            # A clean stop cancels agents mid-event. A batch whose pilot facts went out but
+            # whose rows were not written would be read again by the partition's next owner
+            # and its facts counted twice (``metric-facts`` takes no repeats), a batch of
+            # them where one agent per event risked one. So the batch is finished, its rows
+            # written through, before the stop goes on (as the dispatcher finishes a send).
+            work = asyncio.ensure_future(self._batch(batch))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await asyncio.wait({work})
+                if not work.cancelled() and work.exception() is None:
+                    await self.io.durable()
+                raise
+
+    async def _batch(self, batch: list[Any]) -> None:
+        rows: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for event in batch:
+            if not self.context.current(event):
+                continue  # read again by the partition's owner (streams/rewind.py)
+            seen = await self._decode(event)
+            if seen is None:
                 continue
-            await self.io.durable()
-            for mid, (event, row) in rows.items():
-                row["p"] = event.message.partition
-                row["end"] = max(part.end(row[key]) for key, part in self.parts if key in row)
-                with acting_for(event):
-                    key = sys.intern(mid)  # one copy for the table and its retention index
-                    self.rows[key] = row
-                    self.retained.note(key, row)
+            mid = seen.message_id
+            row = rows[mid][1] if mid in rows else dict(self.rows.get(mid) or {})
+            changed = False
+            for key, part in self.parts:
+                new = await part.take(seen, row.get(key))
+                if new is not None:
+                    row[key] = new
+                    changed = True
+            if changed:
+                rows[mid] = (event, row)
+        if not rows:
+            return
+        await self.io.durable()
+        for mid, (event, row) in rows.items():
+            row["p"] = event.message.partition
+            row["end"] = max(part.end(row[key]) for key, part in self.parts if key in row)
+            with acting_for(event):
+                key = sys.intern(mid)  # one copy for the table and its retention index
+                self.rows[key] = row
+                self.retained.note(key, row)
 
     async def _decode(self, event: Any) -> Seen | None:
         """The event decoded, or None after sending it to ``dead-letter``."""

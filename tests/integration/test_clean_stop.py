@@ -9,6 +9,7 @@ event committed over) or sends it a second time (read again with no ledger row).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -66,3 +67,52 @@ async def test_a_send_under_way_at_a_clean_stop_is_sent_exactly_once(
     assert not twice, f"sent more than once: {twice} (stop took {stopped_in:.1f} s)"
     assert sends["duplicates"] == 0
     assert set(sends["references"]) == expected
+
+
+FACTS = 3000
+
+
+@pytest.mark.skipif(
+    not os.environ.get("APPFIRST_REPRODUCE_STALL"),
+    reason="reproduces the open stall after a clean stop (docs/safety.md, residual risks): "
+    "fails about 1 run in 3 until it is fixed; APPFIRST_REPRODUCE_STALL=1 runs it",
+)
+async def test_pilot_facts_are_counted_once_across_a_clean_stop(stack_factory: Any) -> None:
+    """SIGTERM while the per-message agent is taking in dispatches: the facts it sent for
+    the batch under way must have their rows written before it lets go, or the next owner
+    reads the batch again and sends them again (``metric-facts`` takes no repeats).
+
+    It also found a stall it cannot yet pass: in about 1 run in 3 (on 777f9d7 too), the
+    restarted worker, ready, reads nothing more of some partitions of ``router-by-patient``
+    (their committed offsets still, lag 590 to 640 each), and the rest is routed only after
+    another restart."""
+    import json
+
+    stack = stack_factory()
+    await stack.publish("practice-settings", "STOP2", practice("STOP2"))
+    proc, _ = await stack.start_worker()
+    reqs = [request(f"fact-{i:04d}", ods_code="STOP2") for i in range(FACTS)]
+    await stack.publish_many([("send-requests", r.message_id, r) for r in reqs])
+
+    async def sent_facts() -> list[str]:
+        facts = [json.loads(r.value) for r in await stack.read_records("metric-facts")]
+        return [f["kind"] for f in facts if f["kind"] == "sent"]
+
+    deadline = time.monotonic() + 60
+    while not await sent_facts():  # stop once the first facts are out, the rest under way
+        assert time.monotonic() < deadline, "no pilot fact within 60 s"
+        await asyncio.sleep(0.05)
+    stack.stop_worker(0)
+    assert proc.returncode == 0, f"worker exited {proc.returncode}"
+    stopped_at = len(await sent_facts())
+
+    await stack.start_worker()
+    # Every request routed (the router's own ledger), then every dispatch taken in (the
+    # per-message agent's rows): nothing is to come.
+    keys = {r.message_id for r in reqs}
+    await stack.absorbed("routed", keys, timeout=90)
+    await stack.absorbed("message-rows", keys, timeout=90)
+    sent = await sent_facts()
+    assert len(sent) == FACTS, (
+        f"{len(sent)} sent facts for {FACTS} messages ({stopped_at} at the stop)"
+    )
