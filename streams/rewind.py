@@ -104,6 +104,50 @@ class RewindingConsumer(driver.Consumer):
             yield tp, message
         for tp, offset in again.items():
             await self._reposition(tp, offset)
+        await self._read_again_what_was_dropped()
+
+    async def _read_again_what_was_dropped(self) -> None:
+        """Seek a stream partition back to its next unread record where the client has
+        fetched past records Faust never handed to a stream.
+
+        Faust's ``getmany`` drops the rest of a fetch when the flow stops or the generation
+        changes mid-way, and the client's position has already moved past those records.
+        After a rebalance its seek to the committed offsets reads them again; with none to
+        follow, the partition was read no more. Seen here: a worker started after a clean
+        stop, ready, with two partitions of ``router-by-patient`` fetched to their end
+        (positions 777 and 732) and read to 233, their requests never routed until another
+        restart. Here, once every record handed out has been read (the end of a fetch),
+        a position past the next record to read means records were dropped."""
+        app = self.app
+        if not app.flow_control.is_active() or app.in_recovery or app.rebalancing:
+            return  # the rebalance's own seek to the committed offsets follows
+        client = getattr(self._thread, "_consumer", None)
+        try:
+            assignment = client._subscription.subscription.assignment if client else None
+        except AttributeError:
+            return
+        if assignment is None:
+            return
+        changelogs = app.tables.changelog_topics
+        for tp in list(self._active_partitions or ()):
+            read = self._read_offset.get(tp)
+            if read is None or tp.topic in changelogs:
+                continue
+            state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+            if state is None or not state.has_valid_position:
+                continue  # not assigned (any more), or awaiting its first position
+            position = state.position
+            if position > read + 1:
+                log.warning(
+                    "records fetched and not handed out: reading again topic=%s partition=%s "
+                    "from offset %s (fetched to %s)",
+                    tp.topic,
+                    tp.partition,
+                    read + 1,
+                    position,
+                    extra={"topic": tp.topic, "partition": tp.partition},
+                )
+                await self._reposition(tp, read + 1)
 
     async def _reposition(self, tp: TP, offset: int) -> None:
         try:

@@ -9,7 +9,6 @@ event committed over) or sends it a second time (read again with no ledger row).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
@@ -72,20 +71,15 @@ async def test_a_send_under_way_at_a_clean_stop_is_sent_exactly_once(
 FACTS = 3000
 
 
-@pytest.mark.skipif(
-    not os.environ.get("APPFIRST_REPRODUCE_STALL"),
-    reason="reproduces the open stall after a clean stop (docs/safety.md, residual risks): "
-    "fails about 1 run in 3 until it is fixed; APPFIRST_REPRODUCE_STALL=1 runs it",
-)
 async def test_pilot_facts_are_counted_once_across_a_clean_stop(stack_factory: Any) -> None:
     """SIGTERM while the per-message agent is taking in dispatches: the facts it sent for
     the batch under way must have their rows written before it lets go, or the next owner
     reads the batch again and sends them again (``metric-facts`` takes no repeats).
 
-    It also found a stall it cannot yet pass: in about 1 run in 3 (on 777f9d7 too), the
-    restarted worker, ready, reads nothing more of some partitions of ``router-by-patient``
-    (their committed offsets still, lag 590 to 640 each), and the rest is routed only after
-    another restart."""
+    It also found a stall, fixed since (``RewindingConsumer._read_again_what_was_dropped``):
+    in about 1 run in 3, the restarted worker, ready, read nothing more of some partitions
+    of ``router-by-patient`` and ``dispatches``: fetched to their end, handed out to no
+    stream, and the rest was routed only after another restart."""
     import json
 
     stack = stack_factory()
