@@ -7,6 +7,7 @@ app, no broker.
 from __future__ import annotations
 
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -132,3 +133,69 @@ def test_a_record_fetched_in_an_earlier_generation_is_not_committed(acking: Any)
     assert acking._new_offset(REQUESTS) is None
     assert acking.ack(_message(100))  # its copy from the fetch after the seek
     assert acking._new_offset(REQUESTS) == 101
+
+
+class _Assignment:
+    """aiokafka's view of each partition: where its next fetch starts."""
+
+    def __init__(self, positions: dict[tuple[str, int], int]) -> None:
+        self.positions = positions
+
+    def state_value(self, tp: Any) -> Any:
+        position = self.positions.get((tp.topic, tp.partition))
+        return (
+            None
+            if position is None
+            else SimpleNamespace(has_valid_position=True, position=position)
+        )
+
+
+@pytest.fixture
+def fetched(consumer: Any) -> Any:
+    """A consumer whose client has fetched ``send-requests`` 2 to 777 and ``eligibility`` 0
+    to 41, of which Faust handed out records to 233 and to 40."""
+    app = App()
+    app.in_recovery = False  # type: ignore[attr-defined]
+    app.rebalancing = False  # type: ignore[attr-defined]
+    app.tables = SimpleNamespace(changelog_topics={"worker-routed-changelog"})  # type: ignore[attr-defined]
+    consumer.app = app
+    changelog = TP("worker-routed-changelog", 0)
+    consumer._active_partitions = {REQUESTS, ELIGIBILITY, changelog}
+    consumer._read_offset = defaultdict(
+        lambda: None, {REQUESTS: 233, ELIGIBILITY: 40, changelog: 5}
+    )
+    positions = {
+        ("send-requests", 2): 777,
+        ("eligibility", 0): 41,
+        ("worker-routed-changelog", 0): 90,
+    }
+    assignment = _Assignment(positions)
+    client = SimpleNamespace(
+        _subscription=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+    )
+    consumer._thread = SimpleNamespace(_consumer=client)
+    consumer._seeks, consumer._sought = {}, {}
+    consumer.sought_to = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        consumer.sought_to.append((tp, offset))
+
+    consumer._seek = seek
+    return consumer
+
+
+async def test_records_fetched_and_never_handed_out_are_read_again(fetched: Any) -> None:
+    await fetched._read_again_what_was_dropped()
+    # Only the stream partition fetched past what was handed out; a changelog is recovery's.
+    assert fetched.sought_to == [(REQUESTS, 234)]
+    assert fetched._read_offset[REQUESTS] == 233  # the next record handed out is 234
+
+
+async def test_nothing_is_read_again_while_a_rebalance_or_recovery_is_under_way(
+    fetched: Any,
+) -> None:
+    fetched.app.rebalancing = True  # its own seek to the committed offsets follows
+    await fetched._read_again_what_was_dropped()
+    fetched.app.rebalancing, fetched.app.in_recovery = False, True
+    await fetched._read_again_what_was_dropped()
+    assert fetched.sought_to == []
