@@ -38,6 +38,21 @@ def _sps() -> Any:
     return stats
 
 
+def load_statistics() -> None:
+    """Import what ``compare`` computes with: a worker does it in a thread of its own the
+    first time, so that a second of importing does not hold its event loop (the sweep of
+    due fallbacks, heartbeats)."""
+    _sps()
+
+
+def comparable(practices: Iterable[Practice]) -> bool:
+    """Whether ``compare`` has an answer: each arm has two practices with messages."""
+    rows = list(practices)
+    return all(
+        sum(1 for p in rows if p.arm == arm and p.sent > 0) >= 2 for arm in ("treatment", "control")
+    )
+
+
 METHOD = "practice_level_welch_t"
 NAIVE_METHOD = "naive_two_proportion"
 

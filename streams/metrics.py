@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from datetime import date
@@ -40,7 +41,7 @@ from appfirst.rules.pilot import (
     refused_response,
     sum_types,
 )
-from appfirst.rules.stats import Comparison, Practice, compare
+from appfirst.rules.stats import Comparison, Practice, comparable, compare, load_statistics
 from appfirst.streams.app import acting_for
 from appfirst.streams.io import loads
 from appfirst.topics.catalogue import SEND_OUTCOMES
@@ -76,6 +77,7 @@ class Metrics:
         self.practice_table = context.table("practice-summaries")
         self._sent_snapshots: dict[str, str] = {}
         self._published: dict[str, Any] = {}
+        self._statistics_loaded = False
         self.aggregate: Any = context.agent(topics.metric_facts)(self._aggregate)
         context.app.timer(interval=self.settings.metrics_publish_seconds)(self.snapshot_practices)
         self.collect: Any = context.agent(topics.practice_stats)(self._collect)
@@ -234,6 +236,9 @@ class Metrics:
                 fingerprint = sorted((p.arm, p.sent, p.responded) for p in rows)
                 if published.get(comparison_key) == fingerprint:
                     continue
+                if comparable(rows) and not self._statistics_loaded:
+                    await asyncio.to_thread(load_statistics)
+                    self._statistics_loaded = True
                 comparison = comparison_metric(message_type, horizon, compare(rows), now)
                 await io.send(topics.pilot_metrics, comparison_key.encode(), io.encode(comparison))
                 published[comparison_key] = fingerprint

@@ -9,7 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from appfirst.rules.stats import Practice, arm_estimate, compare, intra_cluster_correlation
+from appfirst.rules.stats import (
+    Practice,
+    arm_estimate,
+    comparable,
+    compare,
+    intra_cluster_correlation,
+)
 
 
 def simulate_pilot(
@@ -89,3 +95,24 @@ def test_the_difference_is_treatment_minus_control() -> None:
     assert result.relative_difference == pytest.approx(-0.1 / 0.215)
     assert result.method == "practice_level_welch_t"
     assert math.isclose(result.treatment.rate, 0.115)
+
+
+def _arm(arm: str, *sent: int) -> list[Practice]:
+    return [Practice(arm, n, 1 if n else 0) for n in sent]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "practices",
+    [
+        [],
+        [Practice("treatment", 10, 1), Practice("control", 10, 2)],
+        [Practice("treatment", 10, 1), Practice("treatment", 8, 1), Practice("control", 10, 2)],
+        # A practice with no messages is no observation.
+        [*_arm("treatment", 10, 0), *_arm("control", 10, 9)],
+        [*_arm("treatment", 10, 8), *_arm("control", 10, 9)],
+    ],
+)
+def test_comparable_says_whether_compare_has_an_answer(practices: list[Practice]) -> None:
+    # The worker imports scipy in a thread of its own before the first comparison that
+    # needs it: the two must agree.
+    assert comparable(practices) == (compare(practices) is not None)
