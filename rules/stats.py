@@ -46,11 +46,9 @@ def load_statistics() -> None:
 
 
 def comparable(practices: Iterable[Practice]) -> bool:
-    """Whether ``compare`` has an answer: each arm has two practices with messages."""
+    """Whether ``compare`` has an answer: each arm has an estimate (``arm_estimate``)."""
     rows = list(practices)
-    return all(
-        sum(1 for p in rows if p.arm == arm and p.sent > 0) >= 2 for arm in ("treatment", "control")
-    )
+    return all(arm_estimate(p for p in rows if p.arm == arm) for arm in ("treatment", "control"))
 
 
 METHOD = "practice_level_welch_t"
