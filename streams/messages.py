@@ -1,19 +1,20 @@
-"""Messages: one agent and one row for each message's events, outside the fallback engine.
+"""Messages: one agent and one row for each message's events.
 
-Three things follow every message by its id: what the practice's conversation thread shows
+Four things follow every message by its id: an NHS App message's deadline
+(``streams/tracker.py``), what the practice's conversation thread shows
 (``streams/status.py``), the pilot's facts (``streams/metrics.MessageFacts``) and the number
 its SMS went to, for a failure receipt to name (``streams/contactability.py``). Each was an
-agent with a table of its own: every dispatch was read three times and each message kept
-three rows, each write a changelog record. Here one agent reads each event once, decodes
-it once, lets the three take what they need from it, and keeps one row per message with a
-part for each (``"s"``, ``"m"``, ``"c"``).
+agent with a table of its own: every dispatch was read four times and each message kept
+four rows, each write a changelog record. Here one agent reads each event once, decodes
+it once, lets the four take what they need from it, and keeps one row per message with a
+part for each (``"t"``, ``"s"``, ``"m"``, ``"c"``).
 
 A batch at a time: what the three send is made durable before their rows are written, so a
 row that says "counted", "shown" or "joined" is never ahead of what reached Kafka. A crash
 in between re-reads the events and sends again: ``message-status``, ``batch-progress`` and
 ``failed-numbers`` take repeats, but a pilot fact sent again is counted again, so that
 window is kept to one flush, and a clean stop finishes its batch first. A row ends when the
-last of its parts does (``streams/retention.py``).
+last of its parts does (``streams/retention.py``), and not while a fallback is owed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from appfirst.streams.app import acting_for
 from appfirst.streams.contactability import Contactability
 from appfirst.streams.metrics import MessageFacts
 from appfirst.streams.status import Status
+from appfirst.streams.tracker import Tracker
 from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, ReadReceipt, Response
 
@@ -62,12 +64,19 @@ class Messages:
     def __init__(self, context: Context, failed: FailedNumbers) -> None:
         self.context = context
         self.io = context.io
+        # message_id -> {"p": changelog partition, "end": epoch or None while a fallback is
+        # owed, "t": ..., "s": ..., "m": ..., "c": ...}
+        self.rows = context.json_rows("message-rows")
+        self.tracker = Tracker(context, self.rows)
         self.status = Status(context)
         self.facts = MessageFacts(context)
         self.numbers = Contactability(context, failed)
-        self.parts = (("s", self.status), ("m", self.facts), ("c", self.numbers))
-        # message_id -> {"p": changelog partition, "end": epoch, "s": ..., "m": ..., "c": ...}
-        self.rows = context.json_rows("message-rows")
+        self.parts: tuple[tuple[str, Any], ...] = (
+            ("t", self.tracker),
+            ("s", self.status),
+            ("m", self.facts),
+            ("c", self.numbers),
+        )
         self.retained: Retained = context.retention.retain(
             "message-rows", self.rows, "dispatches", lambda row: (row["p"], row["end"])
         )
@@ -90,10 +99,12 @@ class Messages:
                 raise
 
     async def _batch(self, batch: list[Any]) -> None:
+        self.tracker.begin()
         rows: dict[str, tuple[Any, dict[str, Any]]] = {}
         for event in batch:
             if not self.context.current(event):
                 continue  # read again by the partition's owner (streams/rewind.py)
+            self.tracker.read(event)
             seen = await self._decode(event)
             if seen is None:
                 continue
@@ -107,16 +118,17 @@ class Messages:
                     changed = True
             if changed:
                 rows[mid] = (event, row)
-        if not rows:
-            return
-        await self.io.durable()
+        if rows:
+            await self.io.durable()
         for mid, (event, row) in rows.items():
             row["p"] = event.message.partition
-            row["end"] = max(part.end(row[key]) for key, part in self.parts if key in row)
+            ends = [part.end(row[key]) for key, part in self.parts if key in row]
+            row["end"] = None if None in ends else max(ends)
             with acting_for(event):
                 key = sys.intern(mid)  # one copy for the table and its retention index
                 self.rows[key] = row
                 self.retained.note(key, row)
+        await self.tracker.written()
 
     async def _decode(self, event: Any) -> Seen | None:
         """The event decoded, or None after sending it to ``dead-letter``."""

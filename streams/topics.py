@@ -49,9 +49,6 @@ class Topics:
         self.batch_progress = topic(BATCH_PROGRESS)
 
         # Multi-topic sources: one agent sees every event of a message in partition order.
-        self.tracker_source = topic(
-            "dispatches", "delivery-receipts", "read-receipts", "fallbacks", SEND_OUTCOMES
-        )
         self.dispatcher_source = topic("dispatches", "fallbacks")
         self.batches_source = topic("batches", BATCH_PROGRESS)
         self.messages_source = topic(

@@ -1,18 +1,27 @@
-"""Tracker: the durable table of NHS App deadlines, and the sweep that emits fallbacks.
+"""Tracker: each NHS App message's deadline, and the sweep that emits its fallback.
 
-Every event of a message (dispatch, receipts, its own fallback) is keyed by message_id and
-co-partitioned, so one agent sees them in partition order and keeps one state per message.
+The deadline is the tracker's part of the message's row in ``message-rows`` (``"t"``,
+``streams/messages.py``): every event of a message (dispatch, its acceptance, receipts, its
+own fallback) is keyed by message_id and co-partitioned, so the per-message agent sees them
+in partition order, and the tracker takes from each what moves or cancels the deadline.
 The sweep runs on every worker over the partitions it owns and emits what is due; the
-fallback comes back through ``fallbacks`` to mark the state, so the record on the topic is
+fallback comes back through ``fallbacks`` to mark the row, so the record on the topic is
 the single source of truth that a fallback happened.
 
+The agent works a batch at a time and writes its rows at the batch's end, once what the
+batch sent is durable. What the sweep knows of the inputs' progress (offsets read, event
+times seen) moves only then: a sweep between a read receipt's arrival and its row's write
+must see that receipt's input as not yet read, or it could send the fallback the receipt
+cancels.
+
 Live mode sweeps on a timer against the wall clock. Replay mode (``APPFIRST_CLOCK=replay``)
-sweeps after every event against event time, so a recorded day replays in seconds and
+sweeps after every batch against event time, so a recorded day replays in seconds and
 gives the same fallbacks, byte for byte.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -29,21 +38,19 @@ from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
 from appfirst.streams.app import each_row
 from appfirst.streams.io import log
 from appfirst.topics.catalogue import SEND_OUTCOMES
-from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback, FallbackReason, ReadReceipt
+from appfirst.topics.models import Fallback, FallbackReason
 
 if TYPE_CHECKING:
+    from appfirst.streams.app import JsonRows
     from appfirst.streams.context import Context
-    from appfirst.streams.retention import Retained
+    from appfirst.streams.messages import Seen
 
 # What can postpone or cancel a due fallback. Not send-outcomes: an acceptance only brings
 # the deadline forward from the backstop of a send never heard of.
 INPUTS = ("dispatches", "delivery-receipts", "read-receipts")  # what can move or cancel
 REEMIT_AFTER_SECONDS = 30.0
-
-
-def _end_of(raw: bytes) -> tuple[int, float | None]:
-    state = rules.TrackState.decode(raw)
-    return state.partition, state.ends_at
+PART = "t"  # the tracker's part of a message's row
+_IDENTITY = ("message_id", "partition")  # the row's key and partition: not kept twice
 
 
 def _due_ts(state: rules.TrackState) -> float | None:
@@ -51,23 +58,31 @@ def _due_ts(state: rules.TrackState) -> float | None:
     return owed[1].timestamp() if owed else None
 
 
-class Tracker:
-    """The durable table of NHS App deadlines (agent ``track``), and the sweep that emits
-    the fallbacks due in the partitions this worker owns (timer ``sweep``)."""
+def _part(state: rules.TrackState) -> dict[str, Any]:
+    data = state.to_json()
+    for name in _IDENTITY:
+        data.pop(name, None)
+    return data
 
-    def __init__(self, context: Context) -> None:
+
+def _state(message_id: str, partition: int, part: dict[str, Any] | None) -> rules.TrackState:
+    if not part:
+        return rules.TrackState(message_id, partition)
+    return rules.TrackState.from_json({**part, "message_id": message_id, "partition": partition})
+
+
+class Tracker:
+    """The tracker's part of the per-message agent, the index of owed deadlines, and the
+    sweep that emits the fallbacks due in the partitions this worker owns (timer
+    ``sweep``)."""
+
+    def __init__(self, context: Context, rows: JsonRows) -> None:
         self.context = context
         self.settings = settings = context.settings
         self.clock = context.clock
         self.io = context.io
-        self.topics = topics = context.topics
-        # Values are TrackState.encode() bytes (compact JSON). A row owed a fallback is
-        # pending work; one owed nothing ends APPFIRST_KEEP_SETTLED_SECONDS later
-        # (streams/retention.py).
-        self.deadline_table: Any = context.table("deadlines", raw_values=True)
-        self.deadline_rows: Retained = context.retention.retain(
-            "deadlines", self.deadline_table, "dispatches", _end_of
-        )
+        self.topics = context.topics
+        self.rows = rows  # message-rows: the deadline is the row's part "t"
         self.replay = settings.clock == "replay"
         # With live sends the deadline starts when the NHS App accepts the message
         # (send-outcomes), or at the latest this long after dispatch.
@@ -76,10 +91,16 @@ class Tracker:
         )
 
         self.index = DeadlineIndex()
-        # Progress per input topic-partition: last offset processed and latest event time
-        # seen.
+        # Progress per input topic-partition, as far as rows are written: last offset
+        # processed and latest event time seen.
         self._offsets: dict[tuple[str, int], int] = {}
         self._watermarks: dict[tuple[str, int], float] = {}
+        # The same for the batch under way, and the index entries and returned fallbacks
+        # its rows will bring: taken in once the rows are written (``written``).
+        self._batch_offsets: dict[tuple[str, int], int] = {}
+        self._batch_marks: dict[tuple[str, int], float] = {}
+        self._batch_due: dict[str, tuple[int, float | None]] = {}
+        self._batch_returned: list[str] = []
         # Fallbacks this process has emitted and not yet seen come back: re-emitted after a
         # while in case the send was lost (the dispatcher's ledger absorbs any duplicate).
         self._emitted: dict[str, tuple[int, float]] = {}
@@ -88,85 +109,104 @@ class Tracker:
         self._indexed: set[int] = set()
         self._revoked: set[int] = set()
 
-        self.track: Any = context.agent(topics.tracker_source)(self._track)
         context.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         context.app.timer(interval=settings.sweep_interval_seconds)(self.sweep)
 
-    def _state(self, message_id: str, partition: int) -> rules.TrackState:
-        raw = self.deadline_table.get(message_id)
-        return rules.TrackState.decode(raw) if raw else rules.TrackState(message_id, partition)
+    def state(self, message_id: str) -> rules.TrackState | None:
+        """The message's deadline as its row holds it, or None (no NHS App message)."""
+        row = self.rows.get(message_id)
+        part = row.get(PART) if row else None
+        return _state(message_id, row["p"], part) if part else None
 
-    async def _apply(self, event: Any) -> tuple[rules.TrackState, rules.TrackState, float] | None:
-        """The message's state before and after this event, and the event's time."""
-        io = self.io
-        topic = io.short_topic(event.message.topic)
-        partition = event.message.partition
-        if topic == "dispatches":
-            dispatch = await io.decode(event, Dispatch, "tracker")
-            if dispatch is None or dispatch.channel != "nhs_app":
-                return None
-            state = self._state(dispatch.message_id, partition)
-            limit = self.context.deadlines.for_message(dispatch.origin, dispatch.message_type)
-            new = rules.on_dispatch(state, dispatch, limit, send_wait_seconds=self.send_wait)
-            return state, new, dispatch.dispatched_at.timestamp()
-        if topic == SEND_OUTCOMES:
-            accepted_at = await self._accepted_at(event)
-            if accepted_at is None:
-                return None  # not an NHS App send, or malformed (dead-lettered)
-            message_id = event.message.key.decode()
-            state = self._state(message_id, partition)
-            return state, rules.on_accepted(state, accepted_at), accepted_at.timestamp()
-        if topic == "delivery-receipts":
-            receipt = await io.decode(event, DeliveryReceipt, "tracker")
-            if receipt is None or receipt.channel != "nhs_app" or receipt.leg != "primary":
-                return None
-            state = self._state(receipt.message_id, partition)
-            return state, rules.on_delivery(state, receipt), receipt.occurred_at.timestamp()
-        if topic == "read-receipts":
-            read = await io.decode(event, ReadReceipt, "tracker")
-            if read is None:
-                return None
-            state = self._state(read.message_id, partition)
-            return state, rules.on_read(state, read.read_at), read.read_at.timestamp()
-        fb = await io.decode(event, Fallback, "tracker")
-        if fb is None:
+    # The per-message agent's side (streams/messages.py).
+
+    def end(self, part: dict[str, Any]) -> float | None:
+        """None while a fallback is owed (pending work), else ``APPFIRST_KEEP_SETTLED_SECONDS``
+        from when it first owed nothing (``rules.fallback.with_end``)."""
+        ends_at = part.get("ends_at")
+        return None if ends_at is None else float(ends_at)
+
+    def read(self, event: Any) -> None:
+        """Every current event of the batch, whatever it holds or whether it decodes: the
+        input has been read this far."""
+        message = event.message
+        self._batch_offsets[(self.io.short_topic(message.topic), message.partition)] = (
+            message.offset
+        )
+
+    async def take(self, seen: Seen, part: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The message's new deadline part after ``seen``, or None if nothing changed."""
+        partition = seen.event.message.partition
+        applied = self._apply(seen, _state(seen.message_id, partition, part))
+        self.context.fault_point("track")  # tests: an unexpected error mid-event (crash-only)
+        if applied is None:
             return None
-        self._emitted.pop(fb.message_id, None)
-        state = self._state(fb.message_id, partition)
-        return state, rules.on_fallback_emitted(state, fb.reason), fb.emitted_at.timestamp()
+        old, new, at = applied
+        new = rules.with_end(new, self.clock.now().timestamp(), self.settings.keep_settled_seconds)
+        if seen.topic in INPUTS:
+            key = (seen.topic, partition)
+            self._batch_marks[key] = max(self._batch_marks.get(key, -math.inf), at)
+        if seen.topic == "fallbacks":
+            self._batch_returned.append(seen.message_id)
+        self._batch_due[seen.message_id] = (partition, _due_ts(new))
+        return None if new == old and part else _part(new)
 
-    async def _track(self, stream: Any) -> None:
-        async for event in stream.events():
-            message = event.message
-            topic = self.io.short_topic(message.topic)
-            key = (topic, message.partition)
-            self._offsets[key] = message.offset
-            applied = await self._apply(event)
-            self.context.fault_point("track")  # tests: an unexpected error mid-event (crash-only)
-            if applied is not None:
-                old, new, at = applied
-                new = rules.with_end(
-                    new, self.clock.now().timestamp(), self.settings.keep_settled_seconds
-                )
-                if topic in INPUTS:
-                    self._watermarks[key] = max(self._watermarks.get(key, -math.inf), at)
-                mid = sys.intern(new.message_id)  # the one copy the tables and indexes share
-                if new != old or self.deadline_table.get(mid) is None:
-                    self.deadline_table[mid] = new.encode()
-                    self.deadline_rows.mark(mid, new.partition, new.ends_at)
-                self.index.update(new.partition, mid, _due_ts(new))
-            if self.replay and self._owns(message.partition):
-                # Event time, and only as far as every input has been read: the same
-                # fallbacks whatever order the topics happen to be interleaved in.
-                limit = safe_until(
-                    self._progress(message.partition), now=0, lateness=0, replay=True
-                )
-                await self._sweep_partition(message.partition, limit)
+    def _apply(
+        self, seen: Seen, state: rules.TrackState
+    ) -> tuple[rules.TrackState, rules.TrackState, float] | None:
+        """The message's state before and after ``seen``, and the event's time."""
+        value = seen.value
+        if seen.topic == "dispatches":
+            if value.channel != "nhs_app":
+                return None
+            limit = self.context.deadlines.for_message(value.origin, value.message_type)
+            new = rules.on_dispatch(state, value, limit, send_wait_seconds=self.send_wait)
+            return state, new, value.dispatched_at.timestamp()
+        if seen.topic == SEND_OUTCOMES:
+            if value.channel != "nhs_app":
+                return None  # acceptance of another channel: no deadline moves
+            return state, rules.on_accepted(state, value.at), value.at.timestamp()
+        if seen.topic == "delivery-receipts":
+            if value.channel != "nhs_app" or value.leg != "primary":
+                return None
+            return state, rules.on_delivery(state, value), value.occurred_at.timestamp()
+        if seen.topic == "read-receipts":
+            return state, rules.on_read(state, value.read_at), value.read_at.timestamp()
+        if seen.topic == "fallbacks":
+            new = rules.on_fallback_emitted(state, value.reason)
+            return state, new, value.emitted_at.timestamp()
+        return None  # responses: nothing to do with the deadline
 
-    async def _accepted_at(self, event: Any) -> datetime | None:
-        """When the NHS App accepted the message, or None (another channel, or malformed)."""
-        outcome = await self.io.decode_outcome(event, "tracker")
-        return outcome.at if outcome is not None and outcome.channel == "nhs_app" else None
+    async def written(self) -> None:
+        """The batch's rows are written: what it read, and the deadlines it moved, count
+        from now on."""
+        offsets, self._batch_offsets = self._batch_offsets, {}
+        marks, self._batch_marks = self._batch_marks, {}
+        due, self._batch_due = self._batch_due, {}
+        returned, self._batch_returned = self._batch_returned, []
+        self._offsets.update(offsets)
+        for key, at in marks.items():
+            self._watermarks[key] = max(self._watermarks.get(key, -math.inf), at)
+        for message_id in returned:
+            self._emitted.pop(message_id, None)
+        for message_id, (partition, due_ts) in due.items():
+            self.index.update(partition, sys.intern(message_id), due_ts)
+        if self.replay:
+            # Event time, and only as far as every input has been read: the same
+            # fallbacks whatever order the topics happen to be interleaved in.
+            for partition in sorted({p for _, p in offsets}):
+                if self._owns(partition):
+                    limit = safe_until(self._progress(partition), now=0, lateness=0, replay=True)
+                    await self._sweep_partition(partition, limit)
+
+    def begin(self) -> None:
+        """A batch begins: nothing is left of one that did not finish."""
+        self._batch_offsets.clear()
+        self._batch_marks.clear()
+        self._batch_due.clear()
+        self._batch_returned.clear()
+
+    # The sweep's side.
 
     def _owned_partitions(self) -> set[int]:
         return self.context.owned_partitions("dispatches")
@@ -190,16 +230,21 @@ class Tracker:
         return result
 
     async def _rebuild(self, partitions: set[int]) -> None:
-        """Index the owed deadlines of newly owned partitions from the recovered table, a
+        """Index the owed deadlines of newly owned partitions from the recovered rows, a
         row at a time and yielding now and then (``each_row``): the table holds every
         settled row of its keep window too, millions on a national worker. Rows the agent
         writes meanwhile index themselves; a row read here is read as it is now, so the two
         agree."""
-        async for message_id, raw in each_row(self.deadline_table):
-            state = rules.TrackState.decode(raw)
-            if state.partition in partitions:
+        marker = f'"{PART}":{{'.encode()
+        async for message_id, raw in each_row(self.rows.raw):
+            if marker not in raw:
+                continue  # no NHS App message: no deadline (a cheap test before decoding)
+            row = json.loads(raw)
+            part, partition = row.get(PART), row["p"]
+            if part and partition in partitions:
                 # The table's copy of a recovered key, shared with the index from here on.
-                self.index.update(state.partition, sys.intern(message_id), _due_ts(state))
+                state = _state(message_id, partition, part)
+                self.index.update(partition, sys.intern(message_id), _due_ts(state))
 
     def _forget(self, partitions: set[int]) -> None:
         """Drop what this process knew of partitions it no longer owns: if they come back,
@@ -249,9 +294,9 @@ class Tracker:
         for message_id, (partition, sent_at) in list(self._emitted.items()):
             if time.monotonic() - sent_at > REEMIT_AFTER_SECONDS and partition in owned:
                 del self._emitted[message_id]  # never came back: let the sweep look at it again
-                raw = self.deadline_table.get(message_id)
-                if raw:
-                    self.index.update(partition, message_id, _due_ts(rules.TrackState.decode(raw)))
+                state = self.state(message_id)
+                if state is not None:
+                    self.index.update(partition, message_id, _due_ts(state))
         if not self.replay:
             for partition in owned:
                 progress = self._progress(partition)
@@ -275,12 +320,9 @@ class Tracker:
         for message_id, _ in self.index.pop_due(partition, until):
             if message_id in self._emitted:
                 continue
-            raw = self.deadline_table.get(message_id)
-            if raw is None:
-                continue
-            state = rules.TrackState.decode(raw)
-            owed = rules.owed(state)
-            if owed is None:
+            state = self.state(message_id)
+            owed = None if state is None else rules.owed(state)
+            if state is None or owed is None:
                 continue
             reason, due_at = owed
             # Replay stamps the ideal time, so that runs agree byte for byte.

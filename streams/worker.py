@@ -26,14 +26,12 @@ from appfirst.streams.ingress import Ingress
 from appfirst.streams.messages import Messages
 from appfirst.streams.metrics import Metrics
 from appfirst.streams.router import Router
-from appfirst.streams.tracker import Tracker
 
 # What each role runs: a part adds its agents, tables, timers and pages to the app as it is
 # built, so a role builds only its own.
 OPERATIONS = ("health", "exporter")
 STREAMS = (
     "router",
-    "tracker",
     "messages",
     "metrics",
     "batches",
@@ -48,7 +46,7 @@ ROLES = {
 
 
 class Appfirst:
-    """A worker's app and the parts built on it (``parts["tracker"]`` is a ``Tracker``)."""
+    """A worker's app and the parts built on it (``parts["router"]`` is a ``Router``)."""
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -65,7 +63,9 @@ class Appfirst:
 BUILDERS: dict[str, Callable[[Appfirst], Any]] = {
     "failed_numbers": lambda w: FailedNumbers(w.context),
     "router": lambda w: Router(w.context, w.part("failed_numbers")),
-    "tracker": lambda w: Tracker(w.context),
+    # The fallback engine is a part of the per-message agent: its deadlines are a part of
+    # each message's row (streams/messages.py).
+    "tracker": lambda w: w.part("messages").tracker,
     "messages": lambda w: Messages(w.context, w.part("failed_numbers")),
     "metrics": lambda w: Metrics(w.context),
     "batches": lambda w: Batches(w.context),

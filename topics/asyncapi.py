@@ -83,24 +83,26 @@ WORKER: dict[str, WorkerUse] = {
         sends=("router (results of on-demand eligibility lookups)",),
     ),
     "dispatches": WorkerUse(
-        receives=("tracker", "dispatcher", "messages"),
+        receives=("dispatcher", "messages (and the tracker in it)"),
         sends=("router",),
     ),
     "delivery-receipts": WorkerUse(
-        receives=("tracker", "messages"),
+        receives=("messages (and the tracker in it)",),
         sends=(
             "callback ingress (POST /callbacks/nhs-app, /callbacks/notify)",
             "dispatcher (a provider's refusal, as a failure receipt)",
         ),
     ),
     "read-receipts": WorkerUse(
-        receives=("tracker", "messages"),
+        receives=("messages (and the tracker in it)",),
         sends=("callback ingress (POST /callbacks/nhs-app)",),
     ),
     "responses": WorkerUse(
         receives=("messages",), sends=("callback ingress (POST /callbacks/responses)",)
     ),
-    "fallbacks": WorkerUse(receives=("tracker", "dispatcher", "messages"), sends=("tracker",)),
+    "fallbacks": WorkerUse(
+        receives=("dispatcher", "messages (and the tracker in it)"), sends=("tracker",)
+    ),
     "batches": WorkerUse(
         receives=("batches (collect)",),
         sends=("batch upload (POST /batches), cancel and link revocation endpoints",),
@@ -117,7 +119,7 @@ WORKER: dict[str, WorkerUse] = {
         receives=("metrics (collect)",), sends=("metrics (practice snapshots)",)
     ),
     BATCH_PROGRESS: WorkerUse(receives=("batches (collect)",), sends=("messages (status)",)),
-    SEND_OUTCOMES: WorkerUse(receives=("tracker", "messages"), sends=("dispatcher",)),
+    SEND_OUTCOMES: WorkerUse(receives=("messages (and the tracker in it)",), sends=("dispatcher",)),
     FAILED_NUMBERS: WorkerUse(
         broadcast=("router (the likely-to-fail check)",), sends=("messages (contactability)",)
     ),

@@ -18,7 +18,7 @@ from .factories import app_user, now, practice, request
 pytestmark = pytest.mark.integration
 
 KEEP = 3.0
-TABLES = ("routed", "sends", "deadlines", "message-rows")
+TABLES = ("routed", "sends", "message-rows")
 
 
 async def _table_rows(port: int) -> dict[str, float]:
@@ -62,34 +62,35 @@ async def test_settled_rows_go_and_pending_ones_stay(stack_factory: Any) -> None
     await stack.publish_many(receipts)
     await stack.read(["fallbacks"], lambda rs: len(rs) >= 50, timeout=60)
 
-    # The tracker writes a deadline after its dispatch is out, and on a loaded machine the
-    # held messages' rows can trail the fallbacks above: wait for them rather than race.
+    # A message's row (its deadline among its parts) is written after its dispatch is
+    # out, and on a loaded machine the held messages' rows can trail the fallbacks above:
+    # wait for them rather than race.
     deadline = time.monotonic() + 60
     while True:
-        written = {t: await stack.read_raw_changelog(t) for t in ("routed", "deadlines")}
+        written = {t: await stack.read_raw_changelog(t) for t in ("routed", "message-rows")}
         routed = {r.message_id for r in app + sms + held} <= written["routed"]
-        if routed and {r.message_id for r in app + held} <= written["deadlines"]:
+        if routed and {r.message_id for r in app + held} <= written["message-rows"]:
             break
         assert time.monotonic() < deadline, {t: len(v) for t, v in written.items()}
         await asyncio.sleep(0.5)
 
-    # Settled rows go once KEEP has passed; only the held messages' pending deadlines stay
-    # (their routing decisions, sends and metric rows are settled too, and go).
+    # Settled rows go once KEEP has passed; only the rows of the held messages, whose
+    # fallbacks are still owed, stay (their routing decisions and sends are settled, and go).
     pending = {r.message_id for r in held}
     deadline = time.monotonic() + 60
     while True:
         live = {t: await stack.read_raw_changelog(t, live=True) for t in TABLES}
         rows = await _table_rows(port)
-        settled = not any(live[t] for t in TABLES if t != "deadlines")
-        if settled and live["deadlines"] == pending and rows.get("deadlines") == len(pending):
+        settled = not any(live[t] for t in TABLES if t != "message-rows")
+        if settled and live["message-rows"] == pending and rows.get("message-rows") == len(pending):
             break
         assert time.monotonic() < deadline, {t: len(v) for t, v in live.items()}
         await asyncio.sleep(0.5)
-    assert {t: rows[t] for t in TABLES} == {t: 0 for t in TABLES} | {"deadlines": 20}
+    assert {t: rows[t] for t in TABLES} == {t: 0 for t in TABLES} | {"message-rows": 20}
 
     # A restarted worker recovers only what is pending, and the held messages still get
     # their fallback in time: retention deleted nothing a deadline needs.
     await stack.restart_worker(0)
-    assert (await _table_rows(stack.workers[0][1])).get("deadlines") in (None, 20.0)
+    assert (await _table_rows(stack.workers[0][1])).get("message-rows") in (None, 20.0)
     fallbacks = await stack.read(["fallbacks"], lambda rs: False, timeout=2)
     assert not {e.message_id for _, e in fallbacks} & pending, "no early fallback"

@@ -51,11 +51,14 @@ def test_each_role_builds_its_own_parts() -> None:
     assert _agents("dispatcher") == {"dispatcher"}
     streams = _agents("streams")
     assert "dispatcher" not in streams
-    assert {"router", "tracker", "messages", "metrics", "batches"} <= streams
+    # The fallback engine is a part of the per-message agent (messages), not an agent.
+    assert {"router", "messages", "metrics", "batches"} <= streams
     assert _agents("all") == streams | {"dispatcher"}
     for role, parts in ROLES.items():
         built = create_app(settings_from_env({"APPFIRST_ROLE": role}))
         assert set(parts) <= set(built.parts), role
+    built = create_app(settings_from_env({"APPFIRST_ROLE": "streams"}))
+    assert built.part("tracker") is built.parts["messages"].tracker
 
 
 def test_two_apps_in_one_process_share_no_state() -> None:

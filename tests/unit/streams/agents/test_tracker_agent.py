@@ -1,10 +1,11 @@
-"""``streams/tracker``: the agent keeps each NHS App message's deadline as its events
-come, and the sweep emits each due fallback once. Timing against the broker (recovery,
-rebalances, replay) is in ``tests/integration/test_tracker_stream.py``."""
+"""``streams/tracker``: the per-message agent keeps each NHS App message's deadline in its
+row as its events come, and the sweep emits each due fallback once. Timing against the
+broker (recovery, rebalances, replay) is in ``tests/integration/test_tracker_stream.py``."""
 
 from __future__ import annotations
 
 import json
+import types
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from appfirst.rules import fallback as rules
 from appfirst.settings import get_settings
 from appfirst.streams import io
+from appfirst.streams.messages import Messages, Seen
 from appfirst.streams.tracker import Tracker
 from appfirst.topics.models import Dispatch, ReadReceipt
 from tests.unit.streams.agents.conftest import Build
@@ -21,10 +23,16 @@ LIMIT = get_settings().deadlines().for_message("individual", "sms_with_response"
 
 
 @pytest.fixture
-def tracker(build: Build) -> Tracker:
-    """Deadlines indexed, and fallbacks emitted, by this test only."""
-    part: Tracker = build("tracker").parts["tracker"]
+def messages(build: Build) -> Messages:
+    """The per-message agent whose rows hold the deadlines: this test's only."""
+    part: Messages = build("messages").parts["messages"]
     return part
+
+
+@pytest.fixture
+def tracker(messages: Messages) -> Tracker:
+    """Deadlines indexed, and fallbacks emitted, by this test only."""
+    return messages.tracker
 
 
 def _two_hours_ago() -> datetime:
@@ -58,15 +66,15 @@ def _accepted(at: datetime) -> bytes:
 
 
 def _owed(tracker: Tracker, mid: str) -> tuple[str, datetime] | None:
-    raw = tracker.deadline_table.get(mid)
-    return None if raw is None else rules.owed(rules.TrackState.decode(raw))
+    state = tracker.state(mid)
+    return None if state is None else rules.owed(state)
 
 
 async def test_the_deadline_counts_from_the_nhs_apps_acceptance(
-    outbox: io.Outbox, tracker: Tracker
+    outbox: io.Outbox, messages: Messages, tracker: Tracker
 ) -> None:
     accepted = _two_hours_ago()
-    async with tracker.track.test_context() as agent:
+    async with messages.follow.test_context() as agent:
         await feed(agent, "dispatches", b"t-1", _dispatch("t-1"))
         await feed(agent, "send-outcomes", b"t-1", _accepted(accepted))
         await until(
@@ -78,27 +86,33 @@ async def test_the_deadline_counts_from_the_nhs_apps_acceptance(
     assert reason == "unread"
 
 
-async def test_a_message_read_in_time_owes_nothing(outbox: io.Outbox, tracker: Tracker) -> None:
+async def test_a_message_read_in_time_owes_nothing(
+    outbox: io.Outbox, messages: Messages, tracker: Tracker
+) -> None:
     accepted = _two_hours_ago()
     read = ReadReceipt(message_id="t-2", read_at=accepted + timedelta(seconds=LIMIT / 2))
-    async with tracker.track.test_context() as agent:
+    async with messages.follow.test_context() as agent:
         await feed(agent, "dispatches", b"t-2", _dispatch("t-2"))
         await feed(agent, "send-outcomes", b"t-2", _accepted(accepted))
         await feed(agent, "read-receipts", b"t-2", read.model_dump_json().encode())
-        await until(lambda: tracker.deadline_table.get("t-2") and _owed(tracker, "t-2") is None)
+        await until(lambda: tracker.state("t-2") and _owed(tracker, "t-2") is None)
 
 
-async def test_an_sms_has_no_deadline(outbox: io.Outbox, tracker: Tracker) -> None:
-    async with tracker.track.test_context() as agent:
+async def test_an_sms_has_no_deadline(
+    outbox: io.Outbox, messages: Messages, tracker: Tracker
+) -> None:
+    async with messages.follow.test_context() as agent:
         await feed(agent, "dispatches", b"t-3", _dispatch("t-3", channel="sms"))
         await feed(agent, "dispatches", b"t-4", _dispatch("t-4"))  # read after t-3
-        await until(lambda: tracker.deadline_table.get("t-4"))
-    assert tracker.deadline_table.get("t-3") is None
+        await until(lambda: tracker.state("t-4"))
+    assert tracker.state("t-3") is None
 
 
-async def test_the_sweep_sends_a_due_fallback_once(outbox: io.Outbox, tracker: Tracker) -> None:
+async def test_the_sweep_sends_a_due_fallback_once(
+    outbox: io.Outbox, messages: Messages, tracker: Tracker
+) -> None:
     accepted = _two_hours_ago()
-    async with tracker.track.test_context() as agent:
+    async with messages.follow.test_context() as agent:
         await feed(agent, "dispatches", b"t-5", _dispatch("t-5"))
         await feed(agent, "send-outcomes", b"t-5", _accepted(accepted))
         await until(lambda: _owed(tracker, "t-5"))
@@ -123,9 +137,34 @@ async def test_the_sweep_sends_a_due_fallback_once(outbox: io.Outbox, tracker: T
 
 
 async def test_a_record_that_is_not_an_event_is_dead_lettered(
-    outbox: io.Outbox, tracker: Tracker
+    outbox: io.Outbox, messages: Messages, tracker: Tracker
 ) -> None:
-    async with tracker.track.test_context() as agent:
+    async with messages.follow.test_context() as agent:
         await feed(agent, "read-receipts", b"t-6", b"{}")
         dead = await until(lambda: outbox.on("dead-letter"))
-    assert json.loads(dead[0][1])["agent"] == "tracker"
+    assert json.loads(dead[0][1])["agent"] == "messages"
+
+
+async def test_what_a_batch_read_counts_only_once_its_rows_are_written(
+    outbox: io.Outbox, tracker: Tracker
+) -> None:
+    # The sweep decides how far it may act from how far the inputs were read. A read
+    # receipt taken in but not yet in its row must not count as read: a sweep in between
+    # could send the fallback the receipt cancels.
+    event = types.SimpleNamespace(
+        message=types.SimpleNamespace(
+            topic=get_settings().topic("dispatches"), partition=0, offset=41
+        )
+    )
+    dispatch = Dispatch.model_validate_json(_dispatch("t-7"))
+    seen = Seen("t-7", "dispatches", dispatch, event)
+    tracker.begin()
+    tracker.read(event)
+    part = await tracker.take(seen, None)
+    assert part is not None and "mobile" in part["dispatch"]
+    assert tracker._offsets == {} and tracker._watermarks == {}
+    assert tracker.index.pending() == 0
+    await tracker.written()
+    assert tracker._offsets == {("dispatches", 0): 41}
+    assert tracker._watermarks == {("dispatches", 0): dispatch.dispatched_at.timestamp()}
+    assert tracker.index.pending() == 1
