@@ -156,6 +156,7 @@ async def owner_of(stack: Any, batch_id: str) -> int:
     raise AssertionError(f"no worker released {batch_id}")
 
 
+@pytest.mark.slow(85)
 async def test_the_batch_scenario_of_the_issue(stack_factory: Any) -> None:
     """2,000 rows with every reason a row cannot be contacted, scheduled 20 s ahead and
     staggered, with the releasing worker SIGKILLed during the stagger; a second batch

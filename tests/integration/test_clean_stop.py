@@ -34,6 +34,7 @@ async def _wait_for(stack: Any, done: Any, timeout: float, what: str) -> dict[st
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow(25)
 async def test_a_send_under_way_at_a_clean_stop_is_sent_exactly_once(
     stack_factory: Any,
 ) -> None:
@@ -71,6 +72,7 @@ async def test_a_send_under_way_at_a_clean_stop_is_sent_exactly_once(
 FACTS = 3000
 
 
+@pytest.mark.slow(55)
 async def test_pilot_facts_are_counted_once_across_a_clean_stop(stack_factory: Any) -> None:
     """SIGTERM while the per-message agent is taking in dispatches: the facts it sent for
     the batch under way must have their rows written before it lets go, or the next owner

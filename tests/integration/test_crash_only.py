@@ -14,6 +14,7 @@ from .factories import app_user, practice, request
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow(20)
 async def test_a_tracker_failure_is_read_again_not_lost(stack_factory: Any) -> None:
     stack = stack_factory(
         APPFIRST_FALLBACK_INDIVIDUAL_SECONDS="3",

@@ -225,6 +225,7 @@ async def _chaos(stack: Any, rng: random.Random, kills: int, until: float) -> in
     return done
 
 
+@pytest.mark.slow(140)
 @pytest.mark.timeout(600)  # the dispatch limit above, then deadlines and settling
 async def test_sigkill_at_random_moments(stack_factory: Any) -> None:
     seed = int(os.environ.get("APPFIRST_CRASH_SEED", "1"))
@@ -250,6 +251,7 @@ async def test_sigkill_at_random_moments(stack_factory: Any) -> None:
     await _check(stack, dispatches, read_in_time, due, refs)
 
 
+@pytest.mark.slow(95)
 @pytest.mark.timeout(600)
 async def test_scale_out_and_back(stack_factory: Any) -> None:
     rng = random.Random(7)

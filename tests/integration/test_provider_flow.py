@@ -58,6 +58,7 @@ async def test_forged_callbacks_are_refused_and_write_nothing(stack_factory: Any
     assert [e.message_id for _, e in records] == ["cb-1", "cb-1"]  # the two genuine ones
 
 
+@pytest.mark.slow(45)
 async def test_a_30s_outage_loses_nothing_and_sends_each_once(stack_factory: Any) -> None:
     stack = stack_factory(APPFIRST_PROVIDERS="simulator")
     sim_url = await stack.start_simulator(send_callbacks=False)
@@ -90,6 +91,7 @@ async def test_a_30s_outage_loses_nothing_and_sends_each_once(stack_factory: Any
     assert first >= sends["outage_until"]  # nothing slipped through during the outage
 
 
+@pytest.mark.slow(20)
 async def test_reconciliation_fills_in_lost_callbacks_once(stack_factory: Any) -> None:
     stack = stack_factory(APPFIRST_PROVIDERS="simulator")
     await stack.start_simulator(

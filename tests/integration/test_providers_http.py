@@ -162,6 +162,7 @@ async def test_a_wrong_notify_key_is_refused(start: Start) -> None:
     assert sim.counts["unauthorised"] == 1 and not sim.sends
 
 
+@pytest.mark.slow(50)
 async def test_the_rate_limit_holds_under_a_burst_of_10000(start: Start) -> None:
     """5,000 NHS App messages and 5,000 SMS offered at once; the sandbox enforces the same
     limits and would answer 429 to any excess. Rates are raised from the real 20/s and

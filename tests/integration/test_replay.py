@@ -109,6 +109,7 @@ async def _replay(stack_factory: Any, records: list[tuple[str, str, Event]]) -> 
     return sorted(set(raw))
 
 
+@pytest.mark.slow(30)
 async def test_the_same_day_replays_to_the_same_bytes(stack_factory: Any) -> None:
     records = recorded_day(seed=5)
     expected = expected_fallbacks(records)

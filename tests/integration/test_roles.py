@@ -47,6 +47,7 @@ async def _samples(port: int, name: str) -> list[Any]:
     return [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
 
 
+@pytest.mark.slow(40)
 async def test_a_dispatcher_of_its_own_sends_each_message_once_across_the_switch(
     stack_factory: Any,
 ) -> None:

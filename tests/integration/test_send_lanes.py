@@ -72,6 +72,7 @@ async def _check_fell_back(stack: Any, app_ids: set[str], refs: dict[str, Any]) 
     assert {channels[m] for m in app_ids} == {"nhs_app"}
 
 
+@pytest.mark.slow(25)
 async def test_an_nhs_app_outage_holds_no_sms(stack_factory: Any) -> None:
     stack = stack_factory(
         APPFIRST_PROVIDERS="simulator", APPFIRST_NHS_APP_GIVE_UP_SECONDS=str(GIVE_UP)
@@ -111,6 +112,7 @@ async def test_refused_credentials_hold_no_sms(stack_factory: Any) -> None:
     assert 'appfirst_provider_misconfigured{provider="nhs_app"} 1.0' in metrics
 
 
+@pytest.mark.slow(20)
 async def test_a_backlog_in_front_of_the_nhs_app_never_sends_the_sms_first(
     stack_factory: Any,
 ) -> None:

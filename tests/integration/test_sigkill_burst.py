@@ -120,6 +120,7 @@ async def _chaos(stack: Any, rng: random.Random, log: list[str]) -> None:
         log.append(f"{time.time():.2f} worker{len(stack.workers) - 1} ready")
 
 
+@pytest.mark.slow(60)
 async def test_sigkill_newest_worker_during_burst(stack_factory: Any) -> None:
     seed = int(os.environ.get("APPFIRST_SIGKILL_SEED") or random.randrange(1 << 30))
     print(f"APPFIRST_SIGKILL_SEED={seed}")
