@@ -70,7 +70,8 @@ class TrackState:
         return cls(**data)
 
     def encode(self) -> bytes:
-        """Compact JSON, as the tracker's table holds it."""
+        """Compact JSON. (The tracker keeps ``to_json``, less the key and partition, as its
+        part of a message's row.)"""
         return json.dumps(self.to_json(), separators=(",", ":")).encode()
 
     @classmethod
@@ -134,14 +135,22 @@ def on_fallback_emitted(state: TrackState, reason: FallbackReason) -> TrackState
 
 
 def due_at(state: TrackState) -> datetime | None:
-    """When the unread fallback falls due, ignoring reads (None until dispatched)."""
+    """When the unread fallback falls due, ignoring reads (None until dispatched).
+
+    From delivery when the message was delivered before it fell due counting from its
+    acceptance; a delivery after that ("while no delivered receipt has come", the contract
+    says) does not move a deadline that had passed. So the due time depends on when things
+    happened, not on when their receipts were read: a replay gives the same fallbacks
+    however its topics' events fall into batches."""
     if state.dispatched_at is None or state.deadline_seconds is None:
         return None
     deadline = timedelta(seconds=state.deadline_seconds)
-    start = state.delivered_at or state.accepted_at
+    start = state.accepted_at
     if start is None:
         # Not yet accepted: with live sends, the backstop of a send never heard of.
         start = state.dispatched_at + timedelta(seconds=state.send_wait_seconds or 0)
+    if state.delivered_at is not None and state.delivered_at < start + deadline:
+        return state.delivered_at + deadline
     return start + deadline
 
 
@@ -153,11 +162,18 @@ def owed(state: TrackState) -> tuple[FallbackReason, datetime] | None:
     """
     if state.fallback_emitted or state.dispatched_at is None:
         return None
-    if state.failure is not None and state.failed_at is not None:
-        if state.read_at is not None and state.read_at <= state.failed_at:
-            return None
-        return state.failure, state.failed_at
     deadline = due_at(state)
+    failure, failed_at = state.failure, state.failed_at
+    # A failure after the message fell due unread changes nothing: the fallback was owed
+    # then, for that, whenever the failure receipt is read.
+    if (
+        failure is not None
+        and failed_at is not None
+        and (deadline is None or failed_at <= deadline)
+    ):
+        if state.read_at is not None and state.read_at <= failed_at:
+            return None
+        return failure, failed_at
     if deadline is None:
         return None
     if state.read_at is not None and state.read_at < deadline:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import faust
+import faust.tables as faust_tables
 from faust.streams import _current_event
 
 from appfirst.settings import Settings
@@ -28,6 +29,19 @@ from appfirst.streams.rewind import AckedStream, RewindingTransport
 
 class Transport(RewindingTransport):
     Producer = DrainableProducer
+
+
+class TableManager(faust_tables.TableManager):
+    """Faust's table manager, without its second of waiting at every start."""
+
+    async def on_start(self) -> None:
+        # Faust sleeps a second here for tables declared late, after the app has started.
+        # Every part declares its tables as ``create_app`` builds it, before any start, so
+        # the second only delayed every start and every restart after a crash (and with them
+        # the first sweep).
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class App(faust.App):
@@ -80,6 +94,7 @@ def make_app(settings: Settings) -> App:
         # effect is idempotent.
         stream_wait_empty=False,
         Stream=AckedStream,
+        TableManager=TableManager,
         web_enabled=True,
         web_host=settings.web_host,
         web_bind=settings.web_host,
@@ -96,8 +111,8 @@ _log = logging.getLogger("appfirst.streams")
 
 
 def agent_name(fn: AgentFn) -> str:
-    """What an agent is called: a part keeps the agent of its method ``_track`` as
-    ``track``."""
+    """What an agent is called: a part keeps the agent of its method ``_follow`` as
+    ``follow``."""
     return fn.__name__.removeprefix("_")
 
 
@@ -158,8 +173,8 @@ class PartitionOnly:
 
 
 class SharedKeyTable(faust.Table[Any, Any]):
-    """A table whose str keys are interned: five tables, and the indexes beside them, keep a
-    row per message under its id, and each agent decodes its own copy of that id. Interned,
+    """A table whose str keys are interned: the per-message tables, and the indexes beside
+    them, keep a row per message under its id, and each agent decodes its own copy of it. Interned,
     the message has one (a str freed with its last reference, as any other)."""
 
     def __setitem__(self, key: Any, value: Any) -> None:

@@ -121,8 +121,8 @@ class Context:
         """A table of JSON values under str keys (JSON keys survive changelog recovery as
         str).
 
-        ``raw_values``: the values are bytes the caller encodes (the tracker's compact
-        state: bytes cost far less memory than a dict of the same data).
+        ``raw_values``: the values are bytes the caller encodes (``json_rows``' compact
+        rows: bytes cost far less memory than a dict of the same data).
         """
         values = "raw" if raw_values else "json"
         schema: Any = faust.Schema(key_serializer="json", value_serializer=values)
@@ -148,5 +148,6 @@ class Context:
 
 
 def _name_of(fn: AgentFn) -> str:
-    """An agent's full name: its part's module and its name, ``appfirst.streams.tracker.track``."""
+    """An agent's full name: its part's module and its name
+    (``appfirst.streams.messages.follow``)."""
     return f"{fn.__module__}.{agent_name(fn)}"

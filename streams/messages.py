@@ -9,12 +9,14 @@ four rows, each write a changelog record. Here one agent reads each event once, 
 it once, lets the four take what they need from it, and keeps one row per message with a
 part for each (``"t"``, ``"s"``, ``"m"``, ``"c"``).
 
-A batch at a time: what the three send is made durable before their rows are written, so a
+A batch at a time: what the parts send is made durable before their rows are written, so a
 row that says "counted", "shown" or "joined" is never ahead of what reached Kafka. A crash
 in between re-reads the events and sends again: ``message-status``, ``batch-progress`` and
 ``failed-numbers`` take repeats, but a pilot fact sent again is counted again, so that
-window is kept to one flush, and a clean stop finishes its batch first. A row ends when the
-last of its parts does (``streams/retention.py``), and not while a fallback is owed.
+window is kept to one flush, and a clean stop finishes its batch first. A batch overtaken
+by a rebalance writes nothing (its events are read again by the partition's owner, and its
+facts counted again). A row ends when the last of its parts does
+(``streams/retention.py``), and not while a fallback is owed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from appfirst.streams.app import acting_for
 from appfirst.streams.contactability import Contactability
+from appfirst.streams.io import log
 from appfirst.streams.metrics import MessageFacts
 from appfirst.streams.status import Status
 from appfirst.streams.tracker import Tracker
@@ -96,14 +99,20 @@ class Messages:
                 await asyncio.wait({work})
                 if not work.cancelled() and work.exception() is None:
                     await self.io.durable()
+                elif not work.cancelled():
+                    # Stopping anyway, and its events are read again; but a fault in a part
+                    # must not pass unseen.
+                    log.error("batch failed during a stop", exc_info=work.exception())
                 raise
 
     async def _batch(self, batch: list[Any]) -> None:
         self.tracker.begin()
         rows: dict[str, tuple[Any, dict[str, Any]]] = {}
+        taken: list[Any] = []
         for event in batch:
             if not self.context.current(event):
                 continue  # read again by the partition's owner (streams/rewind.py)
+            taken.append(event)
             self.tracker.read(event)
             seen = await self._decode(event)
             if seen is None:
@@ -120,6 +129,19 @@ class Messages:
                 rows[mid] = (event, row)
         if rows:
             await self.io.durable()
+        if not self.context.app.should_stop and not all(map(self.context.current, taken)):
+            # A rebalance began while the batch was under way (a flush can wait seconds
+            # then): its partitions may already be another worker's, which reads these events
+            # again and writes these rows itself. Written from here too, late, an older row
+            # could land after the new owner's and be what the next recovery reads: a
+            # deadline without its dispatch owes nothing. Nothing of the batch is kept; its
+            # acknowledgements are ignored (streams/rewind.py), so it is read again, and its
+            # pilot facts counted again (safety first). Every event taken came from one
+            # generation (the others were skipped above), so none is current once one is
+            # not. A stop is different: this worker is still in the group, so its rows are
+            # written before the next owner can recover them, and they are (above).
+            self.tracker.begin()
+            return
         for mid, (event, row) in rows.items():
             row["p"] = event.message.partition
             ends = [part.end(row[key]) for key, part in self.parts if key in row]

@@ -16,7 +16,7 @@ cancels.
 
 Live mode sweeps on a timer against the wall clock. Replay mode (``APPFIRST_CLOCK=replay``)
 sweeps after every batch against event time, so a recorded day replays in seconds and
-gives the same fallbacks, byte for byte.
+gives the same fallbacks, byte for byte, wherever its batches fall.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class Tracker:
         )
 
     async def take(self, seen: Seen, part: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The message's new deadline part after ``seen``, or None if nothing changed."""
+        """The message's new deadline part after ``seen``, or None if nothing changed (a
+        message without one gets one from its first event that concerns it)."""
         partition = seen.event.message.partition
         applied = self._apply(seen, _state(seen.message_id, partition, part))
         self.context.fault_point("track")  # tests: an unexpected error mid-event (crash-only)
@@ -192,8 +193,9 @@ class Tracker:
         for message_id, (partition, due_ts) in due.items():
             self.index.update(partition, sys.intern(message_id), due_ts)
         if self.replay:
-            # Event time, and only as far as every input has been read: the same
-            # fallbacks whatever order the topics happen to be interleaved in.
+            # Event time, and only as far as every input has been read: events read later
+            # happened later, and nothing that happens after a fallback fell due changes it
+            # (rules/fallback.owed), so batches falling anywhere give the same fallbacks.
             for partition in sorted({p for _, p in offsets}):
                 if self._owns(partition):
                     limit = safe_until(self._progress(partition), now=0, lateness=0, replay=True)
@@ -318,6 +320,8 @@ class Tracker:
     ) -> None:
         """Emit every fallback of ``partition`` due at or before ``until``."""
         for message_id, _ in self.index.pop_due(partition, until):
+            if partition not in self._indexed:
+                break  # revoked during a send below: its new owner sweeps it
             if message_id in self._emitted:
                 continue
             state = self.state(message_id)
@@ -325,6 +329,10 @@ class Tracker:
             if state is None or owed is None:
                 continue
             reason, due_at = owed
+            if due_at.timestamp() > until:
+                # Moved later by a batch written during a send below (a delivery receipt):
+                # that batch indexed its new due time, and it is not due yet.
+                continue
             # Replay stamps the ideal time, so that runs agree byte for byte.
             emitted_at = due_at if now is None else datetime.fromtimestamp(now, UTC)
             emitted_at = max(emitted_at, due_at)

@@ -88,6 +88,12 @@ def create_app(
 
 
 class Worker(faust.Worker):
+    async def _sentinel_task(self) -> None:
+        # mode lets the loop run a second more before closing it, after every service has
+        # stopped and the producer has flushed: a second added to every stop (a deploy, a
+        # test's teardown). One pass of the loop runs the callbacks those stops scheduled.
+        await asyncio.sleep(0)
+
     def _on_sigusr1(self) -> None:
         # Faust's own dump (mode's) prints every frame's local variables to stderr: message
         # bodies and phone numbers among them. Ours names functions and lines only, and

@@ -614,3 +614,52 @@ def test_a_row_owed_again_loses_its_end() -> None:
 def test_the_end_survives_the_tables_encoding() -> None:
     state = with_end(on_read(dispatched(), at(10)), 50.0, KEEP)
     assert TrackState.decode(state.encode()) == state
+
+
+def test_a_delivery_after_the_message_fell_due_does_not_move_the_due_time() -> None:
+    # "while no delivered receipt has come": at D nothing had been delivered, so the
+    # fallback was owed then, whenever the receipt is read.
+    state = on_delivery(dispatched(), receipt("delivered", at(D + 100)))
+    assert owed(state) == ("unread", at(D))
+
+
+def test_a_delivery_before_the_message_fell_due_moves_the_due_time() -> None:
+    state = on_delivery(dispatched(), receipt("delivered", at(D - 1)))
+    assert owed(state) == ("unread", at(2 * D - 1))
+
+
+def test_a_failure_after_the_message_fell_due_unread_changes_nothing() -> None:
+    state = on_delivery(dispatched(), receipt("failed", at(D + 50)))
+    assert owed(state) == ("unread", at(D))
+    # Read after it fell due and before the failure: still owed, for being unread.
+    assert owed(on_read(state, at(D + 10))) == ("unread", at(D))
+
+
+_KINDS = ("delivered", "unnotified", "failed", "read")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.sampled_from(_KINDS), st.integers(min_value=-600, max_value=3 * int(D))),
+        max_size=5,
+    ),
+    limit=st.integers(min_value=0, max_value=3 * int(D)),
+)
+def test_what_the_sweep_acts_on_is_never_changed_by_later_events(
+    events: list[tuple[str, int]], limit: int
+) -> None:
+    # The sweep acts at ``limit`` on what has been read of events up to then (replay: the
+    # watermark of every input). An event that happens after the limit must not change a
+    # fallback that was due by then: otherwise where a replay's batches fall would decide
+    # what it sends.
+    def apply(state: TrackState, event: tuple[str, int]) -> TrackState:
+        kind, seconds = event
+        if kind == "read":
+            return on_read(state, at(seconds))
+        return on_delivery(state, receipt(kind, at(seconds)))
+
+    seen = reduce(apply, [e for e in events if e[1] <= limit], dispatched())
+    acted = owed(seen)
+    if acted is not None and acted[1] <= at(limit):
+        assert owed(reduce(apply, events, dispatched())) == acted

@@ -24,9 +24,9 @@ Build = Callable[..., Appfirst]
 
 @pytest.fixture
 def build(outbox: io.Outbox) -> Build:
-    """``build("tracker", clock=..., providers="off")``: a worker's app with only these
-    parts, from the test environment's settings with these overrides, sending to
-    ``outbox``. Each test builds its own: no state is shared between tests."""
+    """``build("messages", clock=..., providers="off")``: a worker's app with only these
+    parts (and those they need), from the test environment's settings with these
+    overrides, sending to ``outbox``. Each test builds its own: no state is shared between tests."""
 
     def make(*parts: str, clock: Clock | None = None, **overrides: Any) -> Appfirst:
         settings = get_settings().model_copy(update=overrides)

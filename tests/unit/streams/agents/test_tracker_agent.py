@@ -15,7 +15,7 @@ from appfirst.settings import get_settings
 from appfirst.streams import io
 from appfirst.streams.messages import Messages, Seen
 from appfirst.streams.tracker import Tracker
-from appfirst.topics.models import Dispatch, ReadReceipt
+from appfirst.topics.models import DeliveryReceipt, Dispatch, ReadReceipt
 from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
 
@@ -117,6 +117,7 @@ async def test_the_sweep_sends_a_due_fallback_once(
         await feed(agent, "send-outcomes", b"t-5", _accepted(accepted))
         await until(lambda: _owed(tracker, "t-5"))
         now = datetime.now(UTC).timestamp()
+        tracker._indexed.add(0)  # owned and indexed, as the timer's sweep finds it
         await tracker._sweep_partition(0, now, now)
         await tracker._sweep_partition(0, now, now)  # again: not sent twice
         sent = [json.loads(v) for k, v in outbox.on("fallbacks") if k == b"t-5"]
@@ -168,3 +169,50 @@ async def test_what_a_batch_read_counts_only_once_its_rows_are_written(
     assert tracker._offsets == {("dispatches", 0): 41}
     assert tracker._watermarks == {("dispatches", 0): dispatch.dispatched_at.timestamp()}
     assert tracker.index.pending() == 1
+
+
+async def test_a_due_time_moved_later_is_not_swept_early(
+    outbox: io.Outbox, messages: Messages, tracker: Tracker
+) -> None:
+    # The sweep sends one fallback after another; a batch written while one is sent can
+    # move a later message's due time (a delivery receipt) after the sweep took it as due.
+    accepted = _two_hours_ago() + timedelta(hours=2) - timedelta(seconds=LIMIT + 60)
+    # Delivered before it fell due: its hour restarts from delivery, 30 s before that.
+    delivered = accepted + timedelta(seconds=LIMIT - 30)
+    async with messages.follow.test_context() as agent:
+        await feed(agent, "dispatches", b"t-8", _dispatch("t-8"))
+        await feed(agent, "send-outcomes", b"t-8", _accepted(accepted))
+        await until(lambda: _owed(tracker, "t-8"))
+        was_due = _owed(tracker, "t-8")[1]  # type: ignore[index]
+        receipt = DeliveryReceipt(
+            message_id="t-8", channel="nhs_app", status="delivered", occurred_at=delivered
+        )
+        await feed(agent, "delivery-receipts", b"t-8", receipt.model_dump_json().encode())
+        await until(lambda: (_owed(tracker, "t-8") or (None, was_due))[1] > was_due)
+        # As the sweep had it before the receipt's batch was written.
+        tracker.index.update(0, "t-8", was_due.timestamp())
+        tracker._indexed.add(0)
+        now = datetime.now(UTC).timestamp()
+        await tracker._sweep_partition(0, now, now)
+    assert not outbox.on("fallbacks")
+
+
+async def test_a_batch_overtaken_by_a_rebalance_writes_nothing(
+    outbox: io.Outbox, messages: Messages, tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its partitions may be another worker's by the time its flush is done: a row written
+    # late could overwrite the new owner's. Its events are read again instead.
+    durable = messages.io.durable
+    flushed: list[bool] = []
+
+    async def rebalance_meanwhile() -> None:
+        await durable()
+        monkeypatch.setattr(messages.context, "current", lambda event: False)
+        flushed.append(True)
+
+    monkeypatch.setattr(messages.io, "durable", rebalance_meanwhile)
+    async with messages.follow.test_context() as agent:
+        await feed(agent, "dispatches", b"t-9", _dispatch("t-9"))
+        await until(lambda: flushed and not tracker._batch_offsets)
+    assert messages.rows.get("t-9") is None
+    assert tracker._offsets == {} and tracker.index.pending() == 0
