@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 INPUTS = ("dispatches", "delivery-receipts", "read-receipts")  # what can move or cancel
 REEMIT_AFTER_SECONDS = 30.0
 PART = "t"  # the tracker's part of a message's row
-_IDENTITY = ("message_id", "partition")  # the row's key and partition: not kept twice
 
 
 def _due_ts(state: rules.TrackState) -> float | None:
@@ -58,17 +57,10 @@ def _due_ts(state: rules.TrackState) -> float | None:
     return owed[1].timestamp() if owed else None
 
 
-def _part(state: rules.TrackState) -> dict[str, Any]:
-    data = state.to_json()
-    for name in _IDENTITY:
-        data.pop(name, None)
-    return data
-
-
 def _state(message_id: str, partition: int, part: dict[str, Any] | None) -> rules.TrackState:
     if not part:
         return rules.TrackState(message_id, partition)
-    return rules.TrackState.from_json({**part, "message_id": message_id, "partition": partition})
+    return rules.TrackState.from_part(message_id, partition, part)
 
 
 class Tracker:
@@ -123,7 +115,7 @@ class Tracker:
     def end(self, part: dict[str, Any]) -> float | None:
         """None while a fallback is owed (pending work), else ``APPFIRST_KEEP_SETTLED_SECONDS``
         from when it first owed nothing (``rules.fallback.with_end``)."""
-        ends_at = part.get("ends_at")
+        ends_at = part.get(rules.PART_NAMES["ends_at"])
         return None if ends_at is None else float(ends_at)
 
     def read(self, event: Any) -> None:
@@ -150,7 +142,7 @@ class Tracker:
         if seen.topic == "fallbacks":
             self._batch_returned.append(seen.message_id)
         self._batch_due[seen.message_id] = (partition, _due_ts(new))
-        return None if new == old and part else _part(new)
+        return None if new == old and part else new.to_part()
 
     def _apply(
         self, seen: Seen, state: rules.TrackState

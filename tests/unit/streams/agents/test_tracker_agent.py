@@ -162,7 +162,7 @@ async def test_what_a_batch_read_counts_only_once_its_rows_are_written(
     tracker.begin()
     tracker.read(event)
     part = await tracker.take(seen, None)
-    assert part is not None and "mobile" in part["dispatch"]
+    assert part is not None and "+447700900123" in part["d"]
     assert tracker._offsets == {} and tracker._watermarks == {}
     assert tracker.index.pending() == 0
     await tracker.written()
