@@ -198,10 +198,13 @@ def due_at(state: TrackState) -> datetime | None:
     if state.dispatched_at is None or state.deadline_seconds is None:
         return None
     deadline = timedelta(seconds=state.deadline_seconds)
-    start = state.accepted_at
-    if start is None:
-        # Not yet accepted: with live sends, the backstop of a send never heard of.
-        start = state.dispatched_at + timedelta(seconds=state.send_wait_seconds or 0)
+    # With live sends, the backstop of a send never heard of. An acceptance before the
+    # message fell due counting from there restarts it (the patient gets their hour with
+    # the app message); one after it, like a late delivery, changes nothing.
+    backstop = state.dispatched_at + timedelta(seconds=state.send_wait_seconds or 0)
+    start = state.accepted_at or backstop
+    if start >= backstop + deadline:
+        start = backstop
     if state.delivered_at is not None and state.delivered_at < start + deadline:
         return state.delivered_at + deadline
     return start + deadline

@@ -85,11 +85,12 @@ class Context:
         """Whether ``event`` was fetched in the group's current generation and no rebalance
         is under way: any other is read again from the committed offset
         (``streams/rewind.py``)."""
-        app = self.app
-        return bool(
-            app.flow_control.is_active()
-            and event.message.generation_id == app.consumer_generation_id
-        )
+        return bool(self.app.flow_control.is_active() and self.same_generation(event))
+
+    def same_generation(self, event: Any) -> bool:
+        """Whether no rebalance has completed since ``event`` was fetched (one may have
+        begun: a stop or a rebalance pauses the flow before the generation changes)."""
+        return bool(event.message.generation_id == self.app.consumer_generation_id)
 
     @contextmanager
     def acting_for_partition(self, topic: str, partition: int) -> Iterator[None]:

@@ -129,7 +129,7 @@ class Messages:
                 rows[mid] = (event, row)
         if rows:
             await self.io.durable()
-        if not self.context.app.should_stop and not all(map(self.context.current, taken)):
+        if not all(map(self._may_write, taken)):
             # A rebalance began while the batch was under way (a flush can wait seconds
             # then): its partitions may already be another worker's, which reads these events
             # again and writes these rows itself. Written from here too, late, an older row
@@ -138,8 +138,7 @@ class Messages:
             # acknowledgements are ignored (streams/rewind.py), so it is read again, and its
             # pilot facts counted again (safety first). Every event taken came from one
             # generation (the others were skipped above), so none is current once one is
-            # not. A stop is different: this worker is still in the group, so its rows are
-            # written before the next owner can recover them, and they are (above).
+            # not.
             self.tracker.begin()
             return
         for mid, (event, row) in rows.items():
@@ -151,6 +150,16 @@ class Messages:
                 self.rows[key] = row
                 self.retained.note(key, row)
         await self.tracker.written()
+
+    def _may_write(self, event: Any) -> bool:
+        """Whether ``event``'s row may still be written: its partition is this worker's.
+        At a stop (the flow paused, the generation unchanged) it is: the worker is still
+        in the group, and leaves it only once its agents have finished, so the next owner
+        recovers these rows. Not once a rebalance has completed since the event was
+        fetched, at a stop or not."""
+        if self.context.app.should_stop:
+            return self.context.same_generation(event)
+        return self.context.current(event)
 
     async def _decode(self, event: Any) -> Seen | None:
         """The event decoded, or None after sending it to ``dead-letter``."""

@@ -191,12 +191,16 @@ def test_acceptance_survives_encoding() -> None:
 @settings(max_examples=200, deadline=None, database=None)
 @given(lag=st.integers(min_value=0, max_value=5 * 86400), read=st.integers(0, 10 * 86400))
 def test_never_an_sms_before_the_app_message(lag: int, read: int) -> None:
-    """Whenever the NHS App accepts it, the unread fallback is due D after that, or (if
-    the acceptance never arrives) no earlier than WAIT + D after dispatch."""
+    """Whenever the NHS App accepts it before the message fell due (at the latest WAIT + D
+    after dispatch, the backstop), the unread fallback is due D after that; and never
+    earlier than WAIT + D after dispatch if the acceptance never arrives. One accepted
+    after the backstop's due time changes nothing: the SMS was owed by then."""
     accepted = on_read(on_accepted(sent(), at(lag)), at(read))
     result = owed(accepted)
-    if result is not None:
+    if result is not None and lag < WAIT + D:
         assert result[1] >= at(lag) + timedelta(seconds=D)
+    if result is not None:
+        assert result[1] >= at(min(lag, WAIT) + D)
     waiting = owed(on_read(sent(), at(read)))
     if waiting is not None:
         assert waiting[1] >= at(WAIT + D)
@@ -678,19 +682,22 @@ def test_a_failure_after_the_message_fell_due_unread_changes_nothing() -> None:
     assert owed(on_read(state, at(D + 10))) == ("unread", at(D))
 
 
-_KINDS = ("delivered", "unnotified", "failed", "read")
+_KINDS = ("delivered", "unnotified", "failed", "read", "accepted")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     events=st.lists(
-        st.tuples(st.sampled_from(_KINDS), st.integers(min_value=-600, max_value=3 * int(D))),
+        st.tuples(
+            st.sampled_from(_KINDS), st.integers(min_value=-600, max_value=int(WAIT + 2 * D))
+        ),
         max_size=5,
     ),
-    limit=st.integers(min_value=0, max_value=3 * int(D)),
+    limit=st.integers(min_value=0, max_value=int(WAIT + 2 * D)),
+    live=st.booleans(),
 )
 def test_what_the_sweep_acts_on_is_never_changed_by_later_events(
-    events: list[tuple[str, int]], limit: int
+    events: list[tuple[str, int]], limit: int, live: bool
 ) -> None:
     # The sweep acts at ``limit`` on what has been read of events up to then (replay: the
     # watermark of every input). An event that happens after the limit must not change a
@@ -700,9 +707,21 @@ def test_what_the_sweep_acts_on_is_never_changed_by_later_events(
         kind, seconds = event
         if kind == "read":
             return on_read(state, at(seconds))
+        if kind == "accepted":
+            return on_accepted(state, at(seconds))
         return on_delivery(state, receipt(kind, at(seconds)))
 
-    seen = reduce(apply, [e for e in events if e[1] <= limit], dispatched())
+    start = sent() if live else dispatched()  # live sends: the acceptance backstop too
+    seen = reduce(apply, [e for e in events if e[1] <= limit], start)
     acted = owed(seen)
     if acted is not None and acted[1] <= at(limit):
-        assert owed(reduce(apply, events, dispatched())) == acted
+        assert owed(reduce(apply, events, start)) == acted
+
+
+def test_an_acceptance_after_the_backstop_but_before_its_due_restarts_the_hour() -> None:
+    # Accepted late, while the SMS was not yet owed: the patient gets their hour with it.
+    assert owed(on_accepted(sent(), at(WAIT + 60))) == ("unread", at(WAIT + 60 + D))
+
+
+def test_an_acceptance_after_the_message_fell_due_at_the_backstop_changes_nothing() -> None:
+    assert owed(on_accepted(sent(), at(WAIT + D + 60))) == ("unread", at(WAIT + D))

@@ -176,9 +176,9 @@ async def test_a_due_time_moved_later_is_not_swept_early(
 ) -> None:
     # The sweep sends one fallback after another; a batch written while one is sent can
     # move a later message's due time (a delivery receipt) after the sweep took it as due.
-    accepted = _two_hours_ago() + timedelta(hours=2) - timedelta(seconds=LIMIT + 60)
-    # Delivered before it fell due: its hour restarts from delivery, 30 s before that.
-    delivered = accepted + timedelta(seconds=LIMIT - 30)
+    accepted = _two_hours_ago()
+    # Delivered a minute after acceptance: its deadline restarts from delivery, a minute on.
+    delivered = accepted + timedelta(seconds=60)
     async with messages.follow.test_context() as agent:
         await feed(agent, "dispatches", b"t-8", _dispatch("t-8"))
         await feed(agent, "send-outcomes", b"t-8", _accepted(accepted))
@@ -192,8 +192,8 @@ async def test_a_due_time_moved_later_is_not_swept_early(
         # As the sweep had it before the receipt's batch was written.
         tracker.index.update(0, "t-8", was_due.timestamp())
         tracker._indexed.add(0)
-        now = datetime.now(UTC).timestamp()
-        await tracker._sweep_partition(0, now, now)
+        until_ = was_due.timestamp() + 1  # how far the sweep may act: not to the new due
+        await tracker._sweep_partition(0, until_, datetime.now(UTC).timestamp())
     assert not outbox.on("fallbacks")
 
 
@@ -216,3 +216,33 @@ async def test_a_batch_overtaken_by_a_rebalance_writes_nothing(
         await until(lambda: flushed and not tracker._batch_offsets)
     assert messages.rows.get("t-9") is None
     assert tracker._offsets == {} and tracker.index.pending() == 0
+
+
+@pytest.mark.parametrize("rebalanced", [False, True], ids=["stop", "stop-after-a-rebalance"])
+async def test_a_batch_finished_at_a_stop_is_written_unless_a_rebalance_completed(
+    outbox: io.Outbox,
+    messages: Messages,
+    tracker: Tracker,
+    monkeypatch: pytest.MonkeyPatch,
+    rebalanced: bool,
+) -> None:
+    # A stop pauses the flow and the worker stays in the group until its agents finish:
+    # its rows are recovered by the next owner. A rebalance completed before the stop may
+    # have given the partition to another worker already.
+    app = messages.context.app
+    durable = messages.io.durable
+    flushed: list[bool] = []
+
+    async def stop_meanwhile() -> None:
+        await durable()
+        monkeypatch.setattr(type(app), "should_stop", property(lambda self: True))
+        monkeypatch.setattr(app.flow_control, "is_active", lambda: False)
+        if rebalanced:
+            monkeypatch.setattr(app, "consumer_generation_id", app.consumer_generation_id + 1)
+        flushed.append(True)
+
+    monkeypatch.setattr(messages.io, "durable", stop_meanwhile)
+    async with messages.follow.test_context() as agent:
+        await feed(agent, "dispatches", b"t-10", _dispatch("t-10"))
+        await until(lambda: flushed and not tracker._batch_offsets)
+    assert (messages.rows.get("t-10") is None) == rebalanced
