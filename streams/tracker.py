@@ -57,6 +57,17 @@ def _due_ts(state: rules.TrackState) -> float | None:
     return owed[1].timestamp() if owed else None
 
 
+def _concerns(seen: Seen) -> bool:
+    """Whether ``seen`` can move or settle an NHS App message's deadline: not responses,
+    nor another channel's dispatch, acceptance or receipt, nor a fallback SMS's receipt."""
+    value = seen.value
+    if seen.topic in ("dispatches", SEND_OUTCOMES):
+        return bool(value.channel == "nhs_app")
+    if seen.topic == "delivery-receipts":
+        return bool(value.channel == "nhs_app" and value.leg == "primary")
+    return seen.topic in ("read-receipts", "fallbacks")
+
+
 def _state(message_id: str, partition: int, part: dict[str, Any] | None) -> rules.TrackState:
     if not part:
         return rules.TrackState(message_id, partition)
@@ -129,12 +140,12 @@ class Tracker:
     async def take(self, seen: Seen, part: dict[str, Any] | None) -> dict[str, Any] | None:
         """The message's new deadline part after ``seen``, or None if nothing changed (a
         message without one gets one from its first event that concerns it)."""
-        partition = seen.event.message.partition
-        applied = self._apply(seen, _state(seen.message_id, partition, part))
         self.context.fault_point("track")  # tests: an unexpected error mid-event (crash-only)
-        if applied is None:
-            return None
-        old, new, at = applied
+        if not _concerns(seen):
+            return None  # most events of most messages: no state read or built
+        partition = seen.event.message.partition
+        old = _state(seen.message_id, partition, part)
+        new, at = self._apply(seen, old)
         new = rules.with_end(new, self.clock.now().timestamp(), self.settings.keep_settled_seconds)
         if seen.topic in INPUTS:
             key = (seen.topic, partition)
@@ -144,31 +155,20 @@ class Tracker:
         self._batch_due[seen.message_id] = (partition, _due_ts(new))
         return None if new == old and part else new.to_part()
 
-    def _apply(
-        self, seen: Seen, state: rules.TrackState
-    ) -> tuple[rules.TrackState, rules.TrackState, float] | None:
-        """The message's state before and after ``seen``, and the event's time."""
+    def _apply(self, seen: Seen, state: rules.TrackState) -> tuple[rules.TrackState, float]:
+        """The message's state after ``seen`` (one that concerns it), and the event's time."""
         value = seen.value
         if seen.topic == "dispatches":
-            if value.channel != "nhs_app":
-                return None
             limit = self.context.deadlines.for_message(value.origin, value.message_type)
             new = rules.on_dispatch(state, value, limit, send_wait_seconds=self.send_wait)
-            return state, new, value.dispatched_at.timestamp()
+            return new, value.dispatched_at.timestamp()
         if seen.topic == SEND_OUTCOMES:
-            if value.channel != "nhs_app":
-                return None  # acceptance of another channel: no deadline moves
-            return state, rules.on_accepted(state, value.at), value.at.timestamp()
+            return rules.on_accepted(state, value.at), value.at.timestamp()
         if seen.topic == "delivery-receipts":
-            if value.channel != "nhs_app" or value.leg != "primary":
-                return None
-            return state, rules.on_delivery(state, value), value.occurred_at.timestamp()
+            return rules.on_delivery(state, value), value.occurred_at.timestamp()
         if seen.topic == "read-receipts":
-            return state, rules.on_read(state, value.read_at), value.read_at.timestamp()
-        if seen.topic == "fallbacks":
-            new = rules.on_fallback_emitted(state, value.reason)
-            return state, new, value.emitted_at.timestamp()
-        return None  # responses: nothing to do with the deadline
+            return rules.on_read(state, value.read_at), value.read_at.timestamp()
+        return rules.on_fallback_emitted(state, value.reason), value.emitted_at.timestamp()
 
     async def written(self) -> None:
         """The batch's rows are written: what it read, and the deadlines it moved, count
