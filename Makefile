@@ -5,6 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := src topics codecs streams providers rules
 
+# Python caches compiled modules (and pytest its rewritten test modules) in __pycache__,
+# even where the environment says not to (PYTHONDONTWRITEBYTECODE): without the cache each
+# of the four test processes compiles every test module again (9 s of CPU each, measured)
+# and every worker the tests and the demo start compiles the package again.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: demo test test-fast test-unit check bench broker worker simulator tree clean
 
 $(STAMP): pyproject.toml

@@ -19,6 +19,7 @@ import pytest
 from appfirst.broker import EmbeddedBroker
 from appfirst.ports import free_port
 from appfirst.processes import stop
+from tests import loopback
 from tests.integration.conftest import Stack
 from tests.integration.factories import app_user, practice, request
 
@@ -157,7 +158,7 @@ async def test_prometheus_scrapes_the_worker_and_evaluates_our_rules(
     await stack.publish("send-requests", "prom-junk", b"\x07\x00garbage")
     await stack.read(["dispatches"], lambda rs: len(rs) >= len(requests))
 
-    async with httpx.AsyncClient(base_url=prometheus, timeout=5.0, trust_env=False) as client:
+    async with loopback.client(base_url=prometheus, timeout=5.0, trust_env=False) as client:
         api = Api(client)
         up = await _until("the worker scraped", lambda: api.query('up{job="appfirst"} == 1'))
         assert len(up) == 1

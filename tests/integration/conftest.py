@@ -24,10 +24,11 @@ from appfirst.codecs.avro import AvroSingleObjectCodec
 from appfirst.codecs.json_codec import JsonCodec
 from appfirst.ports import free_port, listens
 from appfirst.processes import kill, spawn, stop
-from appfirst.providers.auth import ensure_sandbox_key
 from appfirst.reader import read_until
 from appfirst.settings import settings_from_env
 from appfirst.topics.models import Eligibility, Event
+from tests import loopback
+from tests.keys import sandbox_key
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +66,7 @@ class Stack:
             "APPFIRST_NOTIFY_RATE_PER_MINUTE": str(TEST_NOTIFY_RATE),
             **overrides,
         }
-        ensure_sandbox_key(Path(self.env["APPFIRST_NHS_APP_PRIVATE_KEY_PATH"]))
+        sandbox_key(Path(self.env["APPFIRST_NHS_APP_PRIVATE_KEY_PATH"]))
         self.settings = settings_from_env(self.env)
         self.workers: list[tuple[subprocess.Popen[bytes], int, Path]] = []
         self.others: list[subprocess.Popen[bytes]] = []
@@ -113,7 +114,7 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         self.env["APPFIRST_SIMULATOR_URL"] = url
         deadline = time.monotonic() + 20
-        async with httpx.AsyncClient(timeout=1.0) as client:
+        async with loopback.client(timeout=1.0) as client:
             while time.monotonic() < deadline:
                 try:
                     await client.get(url + "/_sim/sends")
@@ -123,7 +124,7 @@ class Stack:
         raise TimeoutError("simulator did not start")
 
     async def sends(self, references: bool = False) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=5.0) as client:
+        async with loopback.client(timeout=5.0) as client:
             url = self.env["APPFIRST_SIMULATOR_URL"] + "/_sim/sends"
             return dict((await client.get(url, params={"references": int(references)})).json())
 
@@ -131,7 +132,7 @@ class Stack:
         self, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60
     ) -> None:
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(timeout=1.0) as client:
+        async with loopback.client(timeout=1.0) as client:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     raise RuntimeError(f"worker exited:\n{log.read_text()[-3000:]}")
@@ -267,7 +268,7 @@ class Stack:
     async def readiness(self) -> list[str]:
         """Each worker's /readyz answer, or why there is none."""
         answers = []
-        async with httpx.AsyncClient(timeout=3.0) as client:
+        async with loopback.client(timeout=3.0) as client:
             for n, (proc, port, _) in enumerate(self.workers):
                 if proc.poll() is not None:
                     answers.append(f"worker{n}: exited {proc.returncode}")

@@ -18,6 +18,7 @@ import pytest
 
 from appfirst.rules.contact import normalise_uk_mobile, number_fingerprint
 from appfirst.topics.models import BatchStatus, MessageStatus
+from tests import loopback
 
 from .factories import nhs_number, practice
 
@@ -70,7 +71,7 @@ def patient_list(
 
 
 async def upload(port: int, text: str, **fields: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with loopback.client(timeout=60) as client:
         r = await client.post(
             f"http://127.0.0.1:{port}/batches",
             headers=TOKEN,
@@ -82,7 +83,7 @@ async def upload(port: int, text: str, **fields: str) -> dict[str, Any]:
 
 
 async def get(port: int, path: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with loopback.client(timeout=30) as client:
         return await client.get(f"http://127.0.0.1:{port}{path}", headers=TOKEN)
 
 
@@ -105,7 +106,7 @@ async def answered(port: int, path: str, done: Any, timeout: float = 30) -> Any:
 
 
 async def post(port: int, path: str) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with loopback.client(timeout=30) as client:
         return await client.post(f"http://127.0.0.1:{port}{path}", headers=TOKEN)
 
 
@@ -218,7 +219,7 @@ async def test_the_batch_scenario_of_the_issue(stack_factory: Any) -> None:
     await stack.restart_worker(victim)
 
     # Upstream says three messages are saved to the record, one of them twice.
-    async with httpx.AsyncClient(timeout=30, headers=TOKEN) as client:
+    async with loopback.client(timeout=30, headers=TOKEN) as client:
         for seq in (0, 1, 2, 2):
             saved = await client.post(
                 f"http://127.0.0.1:{port}/batches/{batch_id}/saved",
@@ -285,7 +286,7 @@ async def test_the_review_endpoint_sends_nothing(stack_factory: Any) -> None:
     stack = stack_factory()
     _, port = await stack.start_worker()
     text, _, reasons = patient_list(50)
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with loopback.client(timeout=30) as client:
         r = await client.post(
             f"http://127.0.0.1:{port}/batches/review",
             headers=TOKEN,

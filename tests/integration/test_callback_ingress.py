@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from appfirst.broker import EmbeddedBroker
+from tests import loopback
 
 from .conftest import Stack
 
@@ -52,7 +52,7 @@ async def test_a_202_means_the_record_is_already_on_its_topic(
     url = f"http://127.0.0.1:{port}/callbacks"
     ids = [f"cb-{uuid.uuid4().hex[:12]}" for _ in range(100)]
     responder = f"cb-{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(timeout=30.0) as client:
+    async with loopback.client(timeout=30.0) as client:
         began = time.monotonic()
         answers = await asyncio.gather(
             *(client.post(f"{url}/notify", json=notify_receipt(m), headers=TOKEN) for m in ids),
@@ -102,7 +102,7 @@ async def test_a_broker_that_does_not_acknowledge_gets_the_provider_a_503(
         try:
             _, port = await stack.start_worker()
             url = f"http://127.0.0.1:{port}/callbacks/notify"
-            async with httpx.AsyncClient(timeout=30.0) as client:
+            async with loopback.client(timeout=30.0) as client:
                 ok = await client.post(url, json=notify_receipt("cb-before"), headers=TOKEN)
                 assert ok.status_code == 202
                 assert broker.process is not None
@@ -143,7 +143,7 @@ async def test_a_response_the_patient_responses_page_would_not_take_is_a_400(
     url = f"http://127.0.0.1:{port}/callbacks/responses"
     at = datetime.now(UTC).isoformat()
     too_many = [{"name": f"photo{i}.jpg", "size_bytes": 1000} for i in range(6)]
-    async with httpx.AsyncClient(timeout=30.0) as client:
+    async with loopback.client(timeout=30.0) as client:
         answers = [
             await client.post(
                 url,

@@ -12,8 +12,9 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
 import pytest
+
+from tests import loopback
 
 from .factories import practice, request
 
@@ -42,7 +43,7 @@ async def test_a_send_under_way_at_a_clean_stop_is_sent_exactly_once(
     url = await stack.start_simulator(send_callbacks=False)
     await stack.publish("practice-settings", "STOP1", practice("STOP1"))
     proc, _ = await stack.start_worker()
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with loopback.client(timeout=5) as client:
         # The first sends reach the simulator, are recorded, and are answered late.
         await client.post(f"{url}/_sim/stall", json={"count": 3, "seconds": STALL_SECONDS})
 

@@ -7,13 +7,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from appfirst.broker import EmbeddedBroker
 from appfirst.redact import redact
 from appfirst.rules.contact import normalise_uk_mobile
+from tests import loopback
 
 from .conftest import Stack
 from .factories import app_user, practice, request
@@ -121,7 +121,7 @@ async def test_metrics_cover_the_pipeline_and_no_label_names_a_patient(
 
     url = f"http://127.0.0.1:{port}/metrics"
     deadline = asyncio.get_running_loop().time() + 90
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with loopback.client(timeout=5) as client:
         while True:
             answer = await client.get(url)
             assert answer.status_code == 200
@@ -181,7 +181,7 @@ async def test_readyz_turns_503_when_the_broker_goes(tmp_path: Path) -> None:
     try:
         _, port = await stack.start_worker()
         url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with loopback.client(timeout=5) as client:
             assert (await client.get(url + "/readyz")).status_code == 200
             own.stop()
             loop = asyncio.get_running_loop()

@@ -7,7 +7,6 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 
 from appfirst.jobs.eligibility_sync import nhs_app_practices, sync
@@ -15,6 +14,7 @@ from appfirst.jobs.reconcile import key_of, reconcile
 from appfirst.providers.scenario import Scenario
 from appfirst.settings import settings_from_env
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Eligibility, ReadReceipt
+from tests import loopback
 
 from .factories import app_user, practice, request
 
@@ -44,7 +44,7 @@ async def test_forged_callbacks_are_refused_and_write_nothing(stack_factory: Any
         "not bearer": {"Authorization": "nhs-app-secret"},
         "prefix": {"Authorization": "Bearer nhs-app-secre"},
     }
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with loopback.client(timeout=5) as client:
         for name, headers in forged.items():
             answer = await client.post(url, json=TASK, headers=headers)
             assert answer.status_code == 401, name
@@ -64,7 +64,7 @@ async def test_a_30s_outage_loses_nothing_and_sends_each_once(stack_factory: Any
     sim_url = await stack.start_simulator(send_callbacks=False)
     await stack.publish("practice-settings", "APP01", practice("APP01"))
     await stack.start_worker()
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with loopback.client(timeout=5) as client:
         await client.post(sim_url + "/_sim/outage", json={"seconds": 30, "status": 503})
     reqs = [request(f"o-{i:03d}", ods_code="APP01") for i in range(120)]
     records: list[tuple[str, str, Any]] = []

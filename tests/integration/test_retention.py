@@ -8,10 +8,10 @@ import re
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from appfirst.topics.models import DeliveryReceipt, ReadReceipt
+from tests import loopback
 
 from .factories import app_user, now, practice, request
 
@@ -22,7 +22,7 @@ TABLES = ("routed", "sends", "message-rows")
 
 
 async def _table_rows(port: int) -> dict[str, float]:
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with loopback.client(timeout=5.0) as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     return {
         m[1]: float(m[2])

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests import loopback
 
 from .factories import app_user, practice, request
 
@@ -42,7 +43,7 @@ async def _sent(stack: Any, expected: set[str], timeout: float = 90) -> dict[str
 
 
 async def _samples(port: int, name: str) -> list[Any]:
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with loopback.client(timeout=5) as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     return [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == name]
 

@@ -8,10 +8,10 @@ import asyncio
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from appfirst.topics.models import DeliveryReceipt, Dispatch, Fallback
+from tests import loopback
 
 from .factories import app_user, practice, request
 
@@ -21,7 +21,7 @@ GIVE_UP = 8.0
 
 
 async def _sim(stack: Any, path: str, body: dict[str, Any]) -> None:
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with loopback.client(timeout=5.0) as client:
         answer = await client.post(stack.env["APPFIRST_SIMULATOR_URL"] + path, json=body)
         answer.raise_for_status()
 
@@ -107,7 +107,7 @@ async def test_refused_credentials_hold_no_sms(stack_factory: Any) -> None:
     assert sms_ids <= set(refs)
     _once_each(refs, sms_ids)
     await _check_fell_back(stack, app_ids, refs)
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with loopback.client(timeout=5.0) as client:
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     assert 'appfirst_provider_misconfigured{provider="nhs_app"} 1.0' in metrics
 

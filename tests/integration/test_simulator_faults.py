@@ -23,6 +23,7 @@ from appfirst.providers.notify import LIST_PATH, NotifyClient
 from appfirst.providers.scenario import Scenario
 from appfirst.providers.simulator import Credentials, Simulator, serve
 from appfirst.settings import Settings
+from tests import loopback
 
 from .test_providers_http import app_message, sandbox_settings, sms_message
 
@@ -37,7 +38,7 @@ class Sandbox:
         self.settings = settings
         self.url = settings.provider_urls()[2]  # Notify's root: the simulator's own root
         self.received = received
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        self.http = loopback.client(timeout=httpx.Timeout(10.0))
         nhs_app_url, _, notify_url = settings.provider_urls()
         self.auth: SignedJwtAuth = factory.nhs_app_auth(settings, self.http)
         # The clients without the gateway: one attempt each, so a test sees each answer.
