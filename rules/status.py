@@ -13,7 +13,7 @@ NHS App message's backup), sent (email), or not sent.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 SMS_FAILURES = frozenset({"permanent_failure", "temporary_failure", "technical_failure"})
@@ -42,12 +42,28 @@ class Track:
     shown: str | None = None  # the status last published
     closed: bool = False  # finished: facts read again after a crash change nothing
 
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
+    def to_part(self) -> list[Any]:
+        """The track as its part of the message's row: a JSON list, not an object of named
+        fields (a pending NHS App message's part went from 145 to 67 bytes). ``seen_at`` in
+        whole microseconds (exact both ways once made so); the yes/no facts as bits of one
+        number; the optional strings last, trailing ones left off while they are None."""
+        flags = sum(1 << i for i, name in enumerate(_FLAGS) if getattr(self, name))
+        part: list[Any] = [round(self.seen_at * 1e6), self.partition, flags]
+        part += [getattr(self, name) for name in _TEXTS]
+        while part[-1] is None:
+            part.pop()
+        return part
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Track:
-        return cls(**data)
+    def from_part(cls, part: list[Any]) -> Track:
+        seen_us, partition, flags, *texts = part
+        fields: dict[str, Any] = {name: bool(flags >> i & 1) for i, name in enumerate(_FLAGS)}
+        fields.update(zip(_TEXTS, texts, strict=False))
+        return cls(seen_at=seen_us / 1e6, partition=partition, **fields)
+
+
+_FLAGS = ("dispatched", "sent", "delivered", "counted", "closed")
+_TEXTS = ("channel", "reason", "shown", "batch_id", "failed")  # the likeliest set first
 
 
 def on_dispatch(t: Track, channel: str, reason: str, batch_id: str | None) -> Track:

@@ -11,6 +11,7 @@ outcome), at most ``KEEP_SENT_METRICS_SECONDS``: state follows pending work.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from appfirst.rules import status as rules
@@ -42,7 +43,7 @@ class Status:
         (an SMS whose receipt never came, a receipt whose dispatch never did, an NHS App
         message with no live sends) ends ``KEEP_SENT_METRICS_SECONDS`` (8 days: a batch's
         7-day response window, and a day) after its first fact."""
-        track = rules.Track.from_json(raw)
+        track = rules.Track.from_part(raw)
         if track.closed:
             return track.seen_at + min(CLOSED_KEEP_SECONDS, self.settings.keep_settled_seconds)
         return track.seen_at + self.settings.keep_sent_metrics_seconds
@@ -54,7 +55,7 @@ class Status:
         if change is None:
             return None
         old = (
-            rules.Track.from_json(raw)
+            rules.Track.from_part(raw)
             if raw
             else rules.Track(self.clock.now().timestamp(), seen.event.message.partition)
         )
@@ -63,7 +64,7 @@ class Status:
         new = await self._publish(seen.message_id, change(old))
         if rules.finished(new):
             new = rules.closed(new, self.clock.now().timestamp())
-        row = new.to_json()
+        row = new.to_part()
         return None if row == raw else row
 
     async def _publish(self, mid: str, t: rules.Track) -> rules.Track:
@@ -83,7 +84,7 @@ class Status:
                 }
             )
             await self.io.send(self.topics.message_status, mid.encode(), self.io.encode(status))
-            t = rules.Track.from_json({**t.to_json(), "shown": state})
+            t = replace(t, shown=state)
         outcome = rules.outcome(t)
         if outcome is not None and not t.counted and t.batch_id is not None:
             fact = {
@@ -95,7 +96,7 @@ class Status:
             await self.io.send(
                 self.topics.batch_progress, t.batch_id.encode(), json.dumps(fact).encode()
             )
-            t = rules.Track.from_json({**t.to_json(), "counted": True})
+            t = replace(t, counted=True)
         return t
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from functools import reduce
 from itertools import permutations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appfirst.rules.status import (
     Track,
@@ -63,7 +67,7 @@ def test_not_sent_with_the_routing_reason() -> None:
     t = play(dispatched("none", "not_uk_mobile"))
     assert shown(t) == ("not_sent", "Not sent", "not_uk_mobile")
     assert outcome(t) == "not_sent"
-    assert finished(Track(**{**t.to_json(), "counted": True}))
+    assert finished(replace(t, counted=True))
 
 
 def test_nothing_shown_before_the_dispatch() -> None:
@@ -115,7 +119,35 @@ def test_rows_end_once_nothing_can_change() -> None:
 
 def test_a_track_survives_encoding() -> None:
     t = play(dispatched("sms"), on_sent, receipt("sms", "technical_failure"))
-    assert Track.from_json(t.to_json()) == t
+    assert Track.from_part(json.loads(json.dumps(t.to_part()))) == t
+
+
+@settings(max_examples=500)
+@given(
+    st.integers(0, 2**53 // 1000).map(lambda us: us / 1e6),
+    st.integers(0, 63),
+    st.lists(st.booleans(), min_size=5, max_size=5),
+    st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=5, max_size=5),
+)
+def test_every_track_survives_its_compact_part(
+    seen_at: float, partition: int, flags: list[bool], texts: list[str | None]
+) -> None:
+    names = ("dispatched", "sent", "delivered", "counted", "closed")
+    t = Track(
+        seen_at,
+        partition,
+        **dict(zip(names, flags, strict=True)),
+        **dict(zip(("channel", "reason", "shown", "batch_id", "failed"), texts, strict=True)),
+    )
+    part = json.loads(json.dumps(t.to_part()))
+    assert Track.from_part(part) == t
+    assert Track.from_part(part).to_part() == part
+
+
+def test_a_pending_nhs_app_message_takes_few_bytes() -> None:
+    t = play(dispatched("nhs_app"), on_sent)
+    t = replace(t, seen_at=1_765_105_000.123456, partition=3, shown="sent")
+    assert len(json.dumps(t.to_part(), separators=(",", ":"))) <= 60
 
 
 def test_a_closed_message_keeps_only_that_it_is_finished() -> None:
@@ -124,4 +156,4 @@ def test_a_closed_message_keeps_only_that_it_is_finished() -> None:
     t = play(dispatched("sms", batch=None), on_sent, receipt("sms", "delivered"))
     mark = closed(t, 123.0)
     assert mark.closed and mark.shown is None and mark.seen_at == 123.0
-    assert Track.from_json(mark.to_json()) == mark
+    assert Track.from_part(mark.to_part()) == mark
