@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -81,6 +81,18 @@ class Route:
     bucket: TokenBucket
     breaker: CircuitBreaker
     rate: float  # what the whole group may send (the limit, paced); the bucket: this worker's share
+    # The same pace again, just before a request leaves. The bucket paces the attempts, but
+    # the dispatcher's ``on_attempt`` (a durable record, between the bucket and the request)
+    # returns to every attempt waiting on one flush at once, and those would leave together.
+    gate: TokenBucket = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = TokenBucket(self.bucket.rate, 1.0)
+
+    def pace(self, rate: float) -> None:
+        self.bucket.rate = rate
+        self.gate.rate = rate
+
     failing_since: float | None = None  # wall clock: first failure with no success since
     misconfigured_since: float | None = None
     last_probe: float | None = None
@@ -146,8 +158,7 @@ class Gateway:
         group's partitions, so that N workers together stay under the limit."""
         fraction = min(1.0, max(fraction, 0.01))  # a bucket needs a positive rate
         for route in self._routes.values():
-            rate = route.rate * fraction
-            route.bucket.rate = rate
+            route.pace(route.rate * fraction)
 
     def rate(self, lane: str) -> float:
         """Requests a second this worker may make to the provider of ``lane`` now."""
@@ -196,6 +207,7 @@ class Gateway:
                 route.last_probe = now
             attempt += 1
             self.attempts += 1
+            await route.gate.acquire()
             started = time.perf_counter()
             try:
                 provider_id = await route.client.send(message)
@@ -303,6 +315,7 @@ class Gateway:
             await self._closed_circuit(route, check)
             await route.bucket.acquire()
             check()
+            await route.gate.acquire()
             try:
                 found = await self._notify.find(message.reference)
             except ProviderUnavailable as exc:

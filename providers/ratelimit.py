@@ -14,7 +14,7 @@ class TokenBucket:
     capacity: float  # the largest burst
     tokens: float = field(init=False)
     updated: float | None = field(default=None, init=False)
-    _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _turn: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.capacity < 1:

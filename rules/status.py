@@ -62,6 +62,7 @@ class Track:
         return cls(seen_at=seen_us / 1e6, partition=partition, **fields)
 
 
+# A stored format (rows live days in the changelog): add names at the end, never reorder.
 _FLAGS = ("dispatched", "sent", "delivered", "counted", "closed")
 _TEXTS = ("channel", "reason", "shown", "batch_id", "failed")  # the likeliest set first
 
