@@ -45,8 +45,8 @@ class Track:
     def to_part(self) -> list[Any]:
         """The track as its part of the message's row: a JSON list, not an object of named
         fields (a pending NHS App message's part went from 145 to 67 bytes). ``seen_at`` in
-        whole microseconds (exact both ways once made so); the yes/no facts as bits of one
-        number; the optional strings last, trailing ones left off while they are None."""
+        whole microseconds (exact both ways once made so, to 2100); the yes/no facts as bits
+        of one number; the optional strings last, trailing ones left off while None."""
         flags = sum(1 << i for i, name in enumerate(_FLAGS) if getattr(self, name))
         part: list[Any] = [round(self.seen_at * 1e6), self.partition, flags]
         part += [getattr(self, name) for name in _TEXTS]
