@@ -81,6 +81,9 @@ class Route:
     bucket: TokenBucket
     breaker: CircuitBreaker
     rate: float  # what the whole group may send (the limit, paced); the bucket: this worker's share
+    failing_since: float | None = None  # wall clock: first failure with no success since
+    misconfigured_since: float | None = None
+    last_probe: float | None = None
     # The same pace again, just before a request leaves. The bucket paces the attempts, but
     # the dispatcher's ``on_attempt`` (a durable record, between the bucket and the request)
     # returns to every attempt waiting on one flush at once, and those would leave together.
@@ -92,10 +95,6 @@ class Route:
     def pace(self, rate: float) -> None:
         self.bucket.rate = rate
         self.gate.rate = rate
-
-    failing_since: float | None = None  # wall clock: first failure with no success since
-    misconfigured_since: float | None = None
-    last_probe: float | None = None
 
     def succeeded(self) -> None:
         self.breaker.success()
