@@ -215,6 +215,13 @@ def table(results: dict[str, Any]) -> Table:
             "<= 500 B",
             d["rss_bytes_per_pending"] <= 500,
         )
+        if "rss_bytes_per_pending_second_half" in d:
+            row(
+                "RSS per pending deadline, the second half only (what one more costs)",
+                f"{d['rss_bytes_per_pending_second_half']:,.0f} B",
+                "",
+                None,
+            )
         row("deadline intake", f"{d['ingest_per_second']:,.0f}/s", "", None)
     if ret := results.get("retention"):
         mb = [f"{b / 2**20:.0f}" for b in ret["rss_bytes_after_round"]]

@@ -312,11 +312,17 @@ async def deadlines(
         await asyncio.sleep(2)
         base = rss_bytes(proc.pid)
         start = time.perf_counter()
-        # Pending ones fall due after an hour or more: none within the run.
-        await bench.produce(
-            "dispatches", pending_dispatches(pending, (3600, 7200), now(), deadline, "pending")
-        )
-        await wait_caught_up(bench.settings, group, ("dispatches",), timeout=3600)
+        # Pending ones fall due after an hour or more: none within the run. Taken in by
+        # halves: the second half's RSS is what one more pending deadline costs, the first
+        # half's also what taking in any load costs once (buffers, caches, first calls).
+        half = pending // 2
+        rss = []
+        for name, count in (("pending", half), ("pending-2", pending - half)):
+            await bench.produce(
+                "dispatches", pending_dispatches(count, (3600, 7200), now(), deadline, name)
+            )
+            await wait_caught_up(bench.settings, group, ("dispatches",), timeout=3600)
+            rss.append(rss_bytes(proc.pid))
         ingest = time.perf_counter() - start
         await asyncio.sleep(3)
         loaded = rss_bytes(proc.pid)
@@ -340,6 +346,8 @@ async def deadlines(
             "rss_baseline_bytes": base,
             "rss_loaded_bytes": loaded,
             "rss_bytes_per_pending": (loaded - base) / pending,
+            "rss_half_bytes": rss[0],
+            "rss_bytes_per_pending_second_half": (loaded - rss[0]) / (pending - half),
         }
     finally:
         bench.stop_all()

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import faust
+import faust.stores as faust_stores
 import faust.tables as faust_tables
 from faust.streams import _current_event
 
@@ -192,6 +193,26 @@ class WorkerGroupTable(SharedKeyTable):
     def _changelog_topic_name(self) -> str:
         prefix = cast(App, self.app).settings.topic_prefix
         return f"{prefix}worker-{self.name}-changelog"
+
+
+DISK_STORE = "appfirst-rows-on-disk"
+
+
+class RowsTable(SharedKeyTable):
+    """A per-message table: its rows on disk with ``APPFIRST_ROW_STORE=disk``
+    (``streams/disk.py``), in the heap with ``memory``."""
+
+    def _new_store(self) -> Any:
+        settings = cast(App, self.app).settings
+        if settings.row_store == "memory":
+            return super()._new_store()
+        # Faust's own way in, so the store gets what Faust gives any store.
+        faust_stores.STORES.aliases.setdefault(DISK_STORE, "appfirst.streams.disk:DiskStore")
+        return self._new_store_by_url(f"{DISK_STORE}://")
+
+
+class WorkerGroupRowsTable(RowsTable, WorkerGroupTable):
+    """``RowsTable`` with its changelog named as ``WorkerGroupTable``'s."""
 
 
 class JsonRows:

@@ -22,7 +22,9 @@ from appfirst.streams.app import (
     AgentFn,
     JsonRows,
     PartitionOnly,
+    RowsTable,
     SharedKeyTable,
+    WorkerGroupRowsTable,
     WorkerGroupTable,
     acting_for,
     agent_name,
@@ -117,17 +119,26 @@ class Context:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
 
     def table(
-        self, name: str, *, worker_group_changelog: bool = False, raw_values: bool = False
+        self,
+        name: str,
+        *,
+        worker_group_changelog: bool = False,
+        raw_values: bool = False,
+        per_message: bool = False,
     ) -> Any:
         """A table of JSON values under str keys (JSON keys survive changelog recovery as
         str).
 
         ``raw_values``: the values are bytes the caller encodes (``json_rows``' compact
         rows: bytes cost far less memory than a dict of the same data).
+        ``per_message``: a row per message, kept where ``APPFIRST_ROW_STORE`` says.
         """
         values = "raw" if raw_values else "json"
         schema: Any = faust.Schema(key_serializer="json", value_serializer=values)
-        kind = WorkerGroupTable if worker_group_changelog else SharedKeyTable
+        kinds = (
+            (WorkerGroupRowsTable, RowsTable) if per_message else (WorkerGroupTable, SharedKeyTable)
+        )
+        kind = kinds[0] if worker_group_changelog else kinds[1]
         return self.app.tables.add(
             kind(
                 self.app,
@@ -144,7 +155,12 @@ class Context:
     def json_rows(self, name: str, *, worker_group_changelog: bool = False) -> JsonRows:
         """``table`` for a row per message: JSON objects, held compact (``JsonRows``)."""
         return JsonRows(
-            self.table(name, worker_group_changelog=worker_group_changelog, raw_values=True)
+            self.table(
+                name,
+                worker_group_changelog=worker_group_changelog,
+                raw_values=True,
+                per_message=True,
+            )
         )
 
 

@@ -11,6 +11,7 @@ plus the stated window (``APPFIRST_KEEP_SETTLED_SECONDS``), not every message ev
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from appfirst import telemetry
 from appfirst.rules.schedule import EndIndex
 from appfirst.streams.app import each_row
+from appfirst.streams.disk_index import DiskEndIndex
 
 if TYPE_CHECKING:
     from appfirst.streams.context import Context
@@ -36,12 +38,18 @@ class Retained:
     context: Context
     # Ends to within a prune interval: a row is never deleted before the prune after its
     # end anyway, and a bucket's key costs a list slot where an exact index cost ~150 B.
-    index: EndIndex = field(init=False)
     indexed: set[int] = field(default_factory=set)
     revoked: set[int] = field(default_factory=set)  # since the last _sync began
 
-    def __post_init__(self) -> None:
-        self.index = EndIndex(grain=self.context.settings.retention_interval_seconds)
+    @functools.cached_property
+    def index(self) -> EndIndex | DiskEndIndex:
+        """Opened as first used (a worker's app is built before it starts)."""
+        settings = self.context.settings
+        grain = settings.retention_interval_seconds
+        if settings.row_store == "memory":
+            return EndIndex(grain=grain)
+        # With the rows on disk, their index too: nothing in the heap per row.
+        return DiskEndIndex(settings.data_dir, settings.row_memory_mb, self.name, grain)
 
     def note(self, key: str, row: Any) -> None:
         """After a write of ``row`` under ``key``: index when it ends."""

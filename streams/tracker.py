@@ -21,6 +21,7 @@ gives the same fallbacks, byte for byte, wherever its batches fall.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -36,6 +37,7 @@ from appfirst.rules import fallback as rules
 from appfirst.rules.contact import sms_fragments
 from appfirst.rules.schedule import DeadlineIndex, InputProgress, safe_until
 from appfirst.streams.app import each_row
+from appfirst.streams.disk_index import DiskDeadlineIndex
 from appfirst.streams.io import log
 from appfirst.topics.catalogue import SEND_OUTCOMES
 from appfirst.topics.models import Fallback, FallbackReason
@@ -93,7 +95,6 @@ class Tracker:
             settings.nhs_app_outcome_wait_seconds if settings.providers != "off" else None
         )
 
-        self.index = DeadlineIndex()
         # Progress per input topic-partition, as far as rows are written: last offset
         # processed and latest event time seen.
         self._offsets: dict[tuple[str, int], int] = {}
@@ -114,6 +115,15 @@ class Tracker:
 
         context.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         context.app.timer(interval=settings.sweep_interval_seconds)(self.sweep)
+
+    @functools.cached_property
+    def index(self) -> DeadlineIndex | DiskDeadlineIndex:
+        """Owed deadlines by partition: on disk with ``APPFIRST_ROW_STORE=disk``, opened as
+        first used (a worker's app is built before it starts, and a test's may never
+        start)."""
+        if self.settings.row_store == "memory":
+            return DeadlineIndex()
+        return DiskDeadlineIndex(self.settings.data_dir, self.settings.row_memory_mb)
 
     def state(self, message_id: str) -> rules.TrackState | None:
         """The message's deadline as its row holds it, or None (no NHS App message)."""

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="how often appfirst_consumer_lag is refreshed"
     )
     data_dir: str = "var/appfirst"
+    row_store: Literal["disk", "memory"] = Field(
+        default="disk", description="where the per-message tables keep their rows"
+    )
+    row_memory_mb: float = Field(
+        default=8, gt=0, description="RocksDB's memory for the rows on disk (buffers, cache)"
+    )
     simulator_url: str = "http://127.0.0.1:8900"
     # --- providers: what a live deployment must set (docs/operations.md "Going live") ----
     nhs_app_url: str = Field(

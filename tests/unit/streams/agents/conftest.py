@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +24,14 @@ Build = Callable[..., Appfirst]
 
 
 @pytest.fixture
-def build(outbox: io.Outbox) -> Build:
+def build(outbox: io.Outbox, tmp_path: Path) -> Build:
     """``build("messages", clock=..., providers="off")``: a worker's app with only these
     parts (and those they need), from the test environment's settings with these
     overrides, sending to ``outbox``. Each test builds its own: no state is shared between tests."""
 
     def make(*parts: str, clock: Clock | None = None, **overrides: Any) -> Appfirst:
-        settings = get_settings().model_copy(update=overrides)
+        # The rows on disk go under the test's own directory.
+        settings = get_settings().model_copy(update={"data_dir": str(tmp_path), **overrides})
         built = create_app(settings, parts, clock=clock)
         built.app.finalize()
         built.app.flow_control.resume()
