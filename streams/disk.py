@@ -6,7 +6,7 @@ database of the worker's own (``rocksdict``), and Faust's memory store is kept f
 everything else about it, so recovery behaves exactly as with the memory store:
 
 - **The changelog is the truth, the disk a cache of it.** Each process opens its databases
-  empty (``APPFIRST_DATA_DIR/rows/<pid>``) and recovers them from the changelog, as the
+  empty (``APPFIRST_DATA_DIR/rows/<host>-<pid>``) and recovers them from the changelog, as the
   memory store does. A worker killed after writing a row locally but before its changelog
   record left would otherwise start with a row no other worker could see, and act on it (a
   fallback marked sent that never was). Nothing is written ahead (no WAL): a crash loses
@@ -28,6 +28,7 @@ import atexit
 import itertools
 import os
 import shutil
+import socket
 from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -150,29 +151,31 @@ _opened = itertools.count(1)
 
 
 def rows_dir(datadir: str | Path) -> Path:
-    """This process's databases: ``<datadir>/rows/<pid>``, removed as the process exits.
-    Those of processes that have gone without removing theirs (killed) are removed as the
-    first database opens."""
+    """This process's databases: ``<datadir>/rows/<host>-<pid>``, removed as the process
+    exits. Those this host's processes left behind (killed) are removed as the first
+    database opens; another host's (a shared volume) are left to that host."""
     root = Path(datadir).resolve() / "rows"
     mine = _dirs.get(root)
     if mine is None:
-        mine = root / str(os.getpid())
+        host = socket.gethostname()
+        mine = root / f"{host}-{os.getpid()}"
         root.mkdir(parents=True, exist_ok=True)
         for other in root.iterdir():
-            if other != mine and not _alive(other.name):
+            owner, _, pid = other.name.rpartition("-")
+            if owner == host and other != mine and not _alive(pid):
                 shutil.rmtree(other, ignore_errors=True)
-        shutil.rmtree(mine, ignore_errors=True)
+        shutil.rmtree(mine, ignore_errors=True)  # a pid reused, in a container restarted
         mine.mkdir()
         atexit.register(shutil.rmtree, mine, ignore_errors=True)
         _dirs[root] = mine
     return mine
 
 
-def _alive(name: str) -> bool:
-    if not name.isdigit():
-        return False
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return True  # not a name this module gives: leave it
     try:
-        os.kill(int(name), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -36,7 +36,8 @@ ALL = (1 << 64) - 1
 def time_key(due: float) -> bytes:
     """Eight bytes that sort as ``due`` does (IEEE 754 with the sign bit flipped for
     positives and every bit for negatives)."""
-    bits: int = struct.unpack(">Q", struct.pack(">d", due))[0]
+    # + 0.0: -0.0 equals 0.0, so it must have the same key.
+    bits: int = struct.unpack(">Q", struct.pack(">d", due + 0.0))[0]
     return (bits ^ ALL if bits & SIGN else bits | SIGN).to_bytes(8, "big")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ finite = st.floats(allow_nan=False, allow_infinity=True)
 @given(finite, finite)
 def test_time_keys_sort_as_their_times_and_read_back_exactly(a: float, b: float) -> None:
     assert (time_key(a) < time_key(b)) == (a < b)
+    assert (time_key(a) == time_key(b)) == (a == b)
     assert time_of(time_key(a)) == a
     assert time_of(time_key(b)) == b
 
@@ -112,20 +114,22 @@ def test_a_row_is_written_only_for_an_event(tmp_path: Path) -> None:
 
 
 def test_each_process_starts_empty_and_the_dead_leave_nothing(tmp_path: Path) -> None:
-    # A process that was killed (its pid no longer runs) left its databases behind.
+    host = socket.gethostname()
+    # A process of this host that was killed (its pid no longer runs) left its databases.
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    (tmp_path / "rows" / gone / "message-rows-1").mkdir(parents=True)
-    alive = tmp_path / "rows" / str(os.getppid())
-    alive.mkdir()
+    rows = tmp_path / "rows"
+    (rows / f"{host}-{gone}" / "message-rows-1").mkdir(parents=True)
+    (rows / f"{host}-{os.getppid()}").mkdir()  # running
+    (rows / f"another-host-{gone}").mkdir()  # a shared volume: not ours to judge
     mine = rows_dir(tmp_path)
-    assert mine == tmp_path.resolve() / "rows" / str(os.getpid())
-    assert sorted(p.name for p in (tmp_path / "rows").iterdir()) == sorted(
-        [str(os.getpid()), str(os.getppid())]
+    assert mine == tmp_path.resolve() / "rows" / f"{host}-{os.getpid()}"
+    assert sorted(p.name for p in rows.iterdir()) == sorted(
+        [f"{host}-{os.getpid()}", f"{host}-{os.getppid()}", f"another-host-{gone}"]
     )
 
 
