@@ -86,8 +86,8 @@ def make_app(settings: Settings) -> App:
         producer_linger=settings.producer_linger_seconds,
         # Tansu's list-offsets can trail the offsets a producer was just given; with the
         # memory store a table kept across a rebalance would then trip Faust's check and
-        # crash the worker. Apache Kafka never trails; the check guards on-disk stores we do
-        # not use yet.
+        # crash the worker. Apache Kafka never trails; the check guards stores that persist
+        # offsets across starts, which neither ours does (streams/disk.py recovers whole).
         recovery_consistency_check=False,
         # Faust can wait forever for an event fanned out to several agents to be acked
         # before it rejoins the group (faust #402, faust-streaming #133), stalling every

@@ -6,15 +6,18 @@ database of the worker's own (``rocksdict``), and Faust's memory store is kept f
 everything else about it, so recovery behaves exactly as with the memory store:
 
 - **The changelog is the truth, the disk a cache of it.** Each process opens its databases
-  empty (``APPFIRST_DATA_DIR/rows/<host>-<pid>``) and recovers them from the changelog, as the
+  empty (under ``APPFIRST_DATA_DIR/rows``) and recovers them from the changelog, as the
   memory store does. A worker killed after writing a row locally but before its changelog
   record left would otherwise start with a row no other worker could see, and act on it (a
   fallback marked sent that never was). Nothing is written ahead (no WAL): a crash loses
   only what the changelog restores.
 - **Rows of a partition this worker no longer owns go** once recovery completes, as the
-  memory store drops the ones it recovered. Each value on disk starts with its changelog
+  memory store drops the ones it recovered: in the background, and only while no new
+  rebalance has begun (one that gives a partition back recovers its rows afresh, and a
+  drop begun before it must not delete them). Each value on disk starts with its changelog
   partition (two bytes), taken from the event being processed, as Faust takes it for the
-  changelog record.
+  changelog record; rows are counted by partition, so a drop reads nothing unless a row of
+  a partition no longer owned is left.
 - **``len`` is a count, not a scan**: the rows gauge reads it every retention pass.
 
 Memory is then what RocksDB is given (``APPFIRST_ROW_MEMORY_MB``, shared by the tables:
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import fcntl
 import itertools
 import os
+import secrets
 import shutil
 import socket
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -47,11 +52,12 @@ YIELD_EVERY = 5000  # rows read between two yields to the loop
 
 class DiskRows(MutableMapping[str, bytes]):
     """A str -> bytes mapping in one RocksDB database, each value stored after its
-    changelog partition."""
+    changelog partition, with its rows counted by partition (``len``, and whether any
+    row of a partition no longer owned is left)."""
 
     def __init__(self, db: rocksdict.Rdict) -> None:
         self.db = db
-        self._count = 0
+        self.counts: dict[int, int] = {}
 
     @staticmethod
     def _partition() -> int:
@@ -60,11 +66,17 @@ class DiskRows(MutableMapping[str, bytes]):
             raise TypeError("a row can only be written while processing an event")
         return int(event.message.partition)
 
+    def _forget(self, stored: bytes) -> None:
+        partition = int.from_bytes(stored[:PARTITION_BYTES], "big")
+        self.counts[partition] -= 1
+
     def put(self, partition: int, key: str, value: bytes) -> None:
         encoded = key.encode()
-        if self.db.get(encoded) is None:
-            self._count += 1
+        stored = self.db.get(encoded)
+        if stored is not None:
+            self._forget(stored)
         self.db[encoded] = partition.to_bytes(PARTITION_BYTES, "big") + value
+        self.counts[partition] = self.counts.get(partition, 0) + 1
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self.put(self._partition(), key, value)
@@ -77,10 +89,11 @@ class DiskRows(MutableMapping[str, bytes]):
 
     def __delitem__(self, key: str) -> None:
         encoded = key.encode()
-        if self.db.get(encoded) is None:
+        stored = self.db.get(encoded)
+        if stored is None:
             raise KeyError(key)
         del self.db[encoded]
-        self._count -= 1
+        self._forget(stored)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.db.get(key.encode()) is not None
@@ -90,31 +103,36 @@ class DiskRows(MutableMapping[str, bytes]):
             yield cast(bytes, key).decode()  # raw mode: always bytes
 
     def __len__(self) -> int:
-        return self._count
+        return sum(self.counts.values())
 
     def clear(self) -> None:
         for key in list(self.db.keys()):
             del self.db[key]
-        self._count = 0
+        self.counts.clear()
 
-    def partition_of(self, key: bytes) -> int | None:
-        stored = self.db.get(key)
-        return None if stored is None else int.from_bytes(stored[:PARTITION_BYTES], "big")
+    async def keep_only(self, partitions: set[int], still: Callable[[], bool]) -> int:
+        """Delete the rows of every other partition while ``still()`` holds; how many went.
 
-    async def keep_only(self, partitions: set[int]) -> int:
-        """Delete the rows of every other partition; how many went. Reads the keys a
-        chunk at a time, yielding to the loop between chunks (a national worker holds
-        millions), and checks each row again as it deletes it."""
+        Reads nothing unless such a row is left (the counts say). Reads the rows a chunk at
+        a time, yielding to the loop between chunks (a national worker holds millions),
+        and stops at the first chunk after ``still()`` no longer holds (a rebalance began:
+        the partitions owned are no longer ``partitions``). Each row is read again as it
+        is deleted, in the same step of the loop."""
+        if not any(n for p, n in self.counts.items() if p not in partitions):
+            return 0
         gone = 0
-        keys = self.db.keys()
-        while chunk := list(itertools.islice(keys, YIELD_EVERY)):
-            for key in chunk:
-                partition = self.partition_of(cast(bytes, key))
-                if partition is not None and partition not in partitions:
-                    del self.db[key]
-                    gone += 1
+        rows = self.db.items()
+        while still() and (chunk := list(itertools.islice(rows, YIELD_EVERY))):
+            for key, stored in chunk:
+                if int.from_bytes(cast(bytes, stored)[:PARTITION_BYTES], "big") in partitions:
+                    continue
+                now = self.db.get(key)  # as it is now, not as the snapshot read it
+                if now is None or int.from_bytes(now[:PARTITION_BYTES], "big") in partitions:
+                    continue
+                del self.db[key]
+                self._forget(now)
+                gone += 1
             await asyncio.sleep(0)
-        self._count -= gone
         return gone
 
 
@@ -127,6 +145,8 @@ class DiskStore(memory.Store[str, bytes]):
         super().__init__(*args, **kwargs)
         settings = cast("App", self.app).settings
         self.data = DiskRows(open_rows(settings.data_dir, self.table_name, settings.row_memory_mb))
+        self._rebalances = 0
+        self._dropping: asyncio.Future[int] | None = None
 
     def apply_changelog_batch(
         self, batch: Iterable[EventT[Any]], to_key: Any, to_value: Any
@@ -139,48 +159,68 @@ class DiskStore(memory.Store[str, bytes]):
             else:
                 rows.put(event.message.partition, key, to_value(event.value))
 
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
+        self._rebalances += 1  # a drop under way stops: what it keeps may be owned again
+
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        await self.data.keep_only({tp.partition for tp in active_tps})
+        # In the background: the partitions' streams and the sweep wait for every table's
+        # callback, and a scan of millions of rows would hold them. A row of a partition
+        # no longer owned is read by no one meanwhile (every reader goes by partition).
+        owned = {tp.partition for tp in active_tps}
+        began = self._rebalances
+        self._dropping = asyncio.ensure_future(
+            self.data.keep_only(owned, lambda: self._rebalances == began)
+        )
 
 
 # --- the databases: one directory per process, emptied at start ----------------------------
 
+OWNER = "owner"  # the file a live process holds its lock on
 _dirs: dict[Path, Path] = {}
+_locks: list[Any] = []  # open for the process's life: closing one releases its lock
 _shared: dict[str, Any] = {}
 _opened = itertools.count(1)
 
 
 def rows_dir(datadir: str | Path) -> Path:
-    """This process's databases: ``<datadir>/rows/<host>-<pid>``, removed as the process
-    exits. Those this host's processes left behind (killed) are removed as the first
-    database opens; another host's (a shared volume) are left to that host."""
+    """This process's databases: a new directory under ``<datadir>/rows``, named after its
+    host and pid, removed as the process exits. Each holds a lock (``flock``) on its
+    ``owner`` file while its process lives, so a directory whose lock can be taken was left
+    by a process that died (killed), on this host or another sharing the volume, and is
+    removed as the first database opens."""
     root = Path(datadir).resolve() / "rows"
     mine = _dirs.get(root)
     if mine is None:
-        host = socket.gethostname()
-        mine = root / f"{host}-{os.getpid()}"
         root.mkdir(parents=True, exist_ok=True)
         for other in root.iterdir():
-            owner, _, pid = other.name.rpartition("-")
-            if owner == host and other != mine and not _alive(pid):
-                shutil.rmtree(other, ignore_errors=True)
-        shutil.rmtree(mine, ignore_errors=True)  # a pid reused, in a container restarted
-        mine.mkdir()
+            if not other.name.startswith("."):  # one being made: not locked yet
+                _remove_if_abandoned(other)
+        name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        making = root / f".{name}"
+        making.mkdir()
+        lock = (making / OWNER).open("w")
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held until the process ends
+        _locks.append(lock)
+        mine = making.rename(root / name)
         atexit.register(shutil.rmtree, mine, ignore_errors=True)
         _dirs[root] = mine
     return mine
 
 
-def _alive(pid: str) -> bool:
-    if not pid.isdigit():
-        return True  # not a name this module gives: leave it
+def _remove_if_abandoned(path: Path) -> None:
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        owner = (path / OWNER).open("a")
+    except OSError:  # no owner file: not a directory this module made whole
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    with owner:
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its process is alive
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def open_rows(datadir: str | Path, name: str, memory_mb: float) -> rocksdict.Rdict:

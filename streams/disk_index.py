@@ -93,9 +93,13 @@ class DiskDeadlineIndex:
                 break
             found.append((key[3:11], key[11:]))
         by_id = b"i" + _part(partition)
-        for at, encoded in found:
-            del self.db[prefix + at + encoded]
+        for _, encoded in found:
             del self.db[by_id + encoded]
+        if found:
+            # One range deletion, not a tombstone per key: the next read of this partition
+            # starts at its front, and would step over every single one left there.
+            last = prefix + found[-1][0] + found[-1][1]
+            self.db.delete_range(prefix, last + b"\x00")
         if found:
             self._pending[partition] = self._pending.get(partition, len(found)) - len(found)
         return [(encoded.decode(), time_of(at)) for at, encoded in found]
@@ -126,7 +130,7 @@ class DiskEndIndex:
     def __init__(self, datadir: str | Path, memory_mb: float, name: str, grain: float) -> None:
         self.db = open_rows(datadir, f"{name}-ends", memory_mb)
         self.grain = grain
-        self._listed = 0
+        self._listed: dict[int, int] = {}  # per partition
 
     def note(self, partition: int, key: str, end: float | None) -> None:
         """List ``key`` under its end (None: pending work, nothing to list)."""
@@ -134,7 +138,7 @@ class DiskEndIndex:
             return
         bucket = float(math.floor(end / self.grain))
         self.db[b"e" + _part(partition) + time_key(bucket) + key.encode()] = b""
-        self._listed += 1
+        self._listed[partition] = self._listed.get(partition, 0) + 1
 
     def pop_due(self, partition: int, until: float) -> list[str]:
         """Remove and return the keys of every bucket wholly at or before ``until``."""
@@ -145,14 +149,15 @@ class DiskEndIndex:
             if not listed.startswith(prefix) or (time_of(listed[3:11]) + 1) * self.grain > until:
                 break
             found.append(listed)
-        for listed in found:
-            del self.db[listed]
-        self._listed = max(0, self._listed - len(found))
+        if found:  # one range deletion (see DiskDeadlineIndex.pop_due)
+            self.db.delete_range(prefix, found[-1] + b"\x00")
+        self._listed[partition] = max(0, self._listed.get(partition, 0) - len(found))
         return [listed[11:].decode() for listed in found]
 
     def drop(self, partition: int) -> None:
         self.db.delete_range(b"e" + _part(partition), b"e" + _part(partition + 1))
+        self._listed.pop(partition, None)
 
     def listed(self) -> int:
         """Keys noted and not yet popped (an upper bound: a repeat in a bucket counts)."""
-        return self._listed
+        return sum(self._listed.values())

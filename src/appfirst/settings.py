@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     )
 
     # --- operational ---------------------------------------------------------------------
-    partitions: int = Field(default=4, ge=1, description="partitions of every keyed topic")
+    partitions: int = Field(
+        default=4, ge=1, le=65535, description="partitions of every keyed topic"
+    )
     replication_factor: int = Field(default=1, ge=1)
     session_timeout_seconds: float = Field(default=10, gt=0)
     sweep_interval_seconds: float = Field(default=0.25, gt=0)

@@ -3,6 +3,8 @@ RocksDB in a temporary directory: they must behave as the in-memory forms they r
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import math
 import os
 import socket
@@ -15,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appfirst.rules.schedule import DeadlineIndex, EndIndex
+from appfirst.streams import disk
 from appfirst.streams.app import PartitionOnly, acting_for
 from appfirst.streams.disk import DiskRows, open_rows, rows_dir
 from appfirst.streams.disk_index import DiskDeadlineIndex, DiskEndIndex, time_key, time_of
@@ -101,10 +104,31 @@ async def test_rows_are_counted_and_carry_their_partition(tmp_path: Path) -> Non
     del rows["m3"]
     assert rows.pop("m3", None) is None
     assert len(rows) == 2
-    assert await rows.keep_only({3}) == 1  # a partition this worker no longer owns
+    assert await rows.keep_only({3}, lambda: True) == 1  # a partition no longer owned
     assert dict(rows.items()) == {"m1": b'{"a":2}'}
     with pytest.raises(KeyError):
         rows["m2"]
+
+
+async def test_a_drop_stops_once_a_rebalance_begins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Partition 1 was revoked, and a drop of its rows began; then a rebalance gave it back
+    # and its recovery wrote its rows afresh. The drop must leave them.
+    monkeypatch.setattr(disk, "YIELD_EVERY", 10)
+    rows = DiskRows(open_rows(tmp_path, "rows", 4))
+    for n in range(100):
+        rows.put(1, f"m{n:03d}", b"{}")
+    rebalances = [0]
+
+    async def rebalance_after_a_chunk() -> None:  # runs at the drop's first yield
+        rebalances[0] += 1
+
+    task = asyncio.ensure_future(rebalance_after_a_chunk())
+    gone = await rows.keep_only({0}, lambda: rebalances[0] == 0)
+    await task
+    assert gone == 10 and len(rows) == 90
+    assert await rows.keep_only({0, 1}, lambda: True) == 0  # nothing unowned: no scan
 
 
 def test_a_row_is_written_only_for_an_event(tmp_path: Path) -> None:
@@ -114,23 +138,37 @@ def test_a_row_is_written_only_for_an_event(tmp_path: Path) -> None:
 
 
 def test_each_process_starts_empty_and_the_dead_leave_nothing(tmp_path: Path) -> None:
-    host = socket.gethostname()
-    # A process of this host that was killed (its pid no longer runs) left its databases.
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
     rows = tmp_path / "rows"
-    (rows / f"{host}-{gone}" / "message-rows-1").mkdir(parents=True)
-    (rows / f"{host}-{os.getppid()}").mkdir()  # running
-    (rows / f"another-host-{gone}").mkdir()  # a shared volume: not ours to judge
-    mine = rows_dir(tmp_path)
-    assert mine == tmp_path.resolve() / "rows" / f"{host}-{os.getpid()}"
-    assert sorted(p.name for p in rows.iterdir()) == sorted(
-        [f"{host}-{os.getpid()}", f"{host}-{os.getppid()}", f"another-host-{gone}"]
-    )
+    # Left by a process that was killed: its lock is free.
+    (rows / "host-123-abc" / "message-rows-1").mkdir(parents=True)
+    (rows / "host-123-abc" / "owner").touch()
+    # A process alive on another host sharing the volume: it holds its lock.
+    (rows / "other-1-def").mkdir()
+    held = (rows / "other-1-def" / "owner").open("w")
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        mine = rows_dir(tmp_path)
+        assert mine.parent == rows.resolve()
+        assert mine.name.startswith(f"{socket.gethostname()}-{os.getpid()}-")
+        assert sorted(p.name for p in rows.iterdir()) == sorted([mine.name, "other-1-def"])
+        # Another process sees this one's directory as alive.
+        probe = subprocess.run(
+            [sys.executable, "-c", PROBE, str(mine / "owner")], capture_output=True, text=True
+        )
+        assert probe.stdout.strip() == "held"
+    finally:
+        held.close()
+
+
+PROBE = """
+import fcntl, sys
+with open(sys.argv[1], "a") as f:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("free")
+    except BlockingIOError:
+        print("held")
+"""
 
 
 def test_ends_go_once_their_bucket_has_wholly_passed(tmp_path: Path) -> None:
