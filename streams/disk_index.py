@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
+
+import rocksdict
 
 from appfirst.streams.disk import open_rows
 
@@ -49,6 +52,18 @@ def time_of(key: bytes) -> float:
 
 def _part(partition: int) -> bytes:
     return partition.to_bytes(2, "big")
+
+
+def _keys(db: Any, kind: bytes, partition: int) -> Iterator[bytes]:
+    """The keys of ``kind`` for ``partition``, in order. Bounded above: unbounded, finding
+    that the range has ended steps over every deleted key after it (measured 5 ms a call
+    with 270,000 deleted, 0.14 ms bounded)."""
+    bound = rocksdict.ReadOptions()
+    bound.set_iterate_upper_bound(kind + _part(partition + 1))
+    # A generator, so that ``bound`` lives as long as the iteration: rocksdict does not
+    # keep the options it was given, and a bound freed mid-way ends the keys early.
+    for key in db.keys(from_key=kind + _part(partition), read_opt=bound):
+        yield cast(bytes, key)
 
 
 class DiskDeadlineIndex:
@@ -87,9 +102,8 @@ class DiskDeadlineIndex:
         prefix = b"d" + _part(partition)
         limit = time_key(until)
         found: list[tuple[bytes, bytes]] = []
-        for key in self.db.keys(from_key=prefix):
-            key = cast(bytes, key)
-            if not key.startswith(prefix) or key[3:11] > limit:
+        for key in _keys(self.db, b"d", partition):
+            if key[3:11] > limit:
                 break
             found.append((key[3:11], key[11:]))
         by_id = b"i" + _part(partition)
@@ -105,10 +119,8 @@ class DiskDeadlineIndex:
         return [(encoded.decode(), time_of(at)) for at, encoded in found]
 
     def next_due(self, partition: int) -> float | None:
-        prefix = b"d" + _part(partition)
-        for key in self.db.keys(from_key=prefix):
-            key = cast(bytes, key)
-            return time_of(key[3:11]) if key.startswith(prefix) else None
+        for key in _keys(self.db, b"d", partition):
+            return time_of(key[3:11])
         return None
 
     def drop(self, partition: int) -> None:
@@ -144,9 +156,8 @@ class DiskEndIndex:
         """Remove and return the keys of every bucket wholly at or before ``until``."""
         prefix = b"e" + _part(partition)
         found: list[bytes] = []
-        for listed in self.db.keys(from_key=prefix):
-            listed = cast(bytes, listed)
-            if not listed.startswith(prefix) or (time_of(listed[3:11]) + 1) * self.grain > until:
+        for listed in _keys(self.db, b"e", partition):
+            if (time_of(listed[3:11]) + 1) * self.grain > until:
                 break
             found.append(listed)
         if found:  # one range deletion (see DiskDeadlineIndex.pop_due)
