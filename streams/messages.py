@@ -107,6 +107,7 @@ class Messages:
 
     async def _batch(self, batch: list[Any]) -> None:
         self.tracker.begin()
+        self.facts.begin()
         rows: dict[str, tuple[Any, dict[str, Any]]] = {}
         taken: list[Any] = []
         for event in batch:
@@ -127,6 +128,7 @@ class Messages:
                     changed = True
             if changed:
                 rows[mid] = (event, row)
+        await self.facts.flush()  # a record per partition of ``metric-facts``, not per fact
         if rows:
             await self.io.durable()
         if not all(map(self._may_write, taken)):

@@ -2,8 +2,8 @@
 
 1. ``MessageFacts`` takes every event of a message (keyed by message_id, from the
    per-message agent of ``streams/messages.py``) and turns it into facts (sent, read,
-   fallback, responded, each once), re-keyed by arm, message type and practice onto
-   ``metric-facts``.
+   fallback, responded, each once) onto ``metric-facts``, each in the partition its arm,
+   message type and practice hash to: one record per partition and batch of events.
 2. ``aggregate`` keeps ``ArmStats`` per arm, message type and practice. A timer sends the
    matured counts of each practice it owns, when they change, to ``practice-stats`` keyed
    by message type, so that one place sees every practice of a message type, and keyed
@@ -36,7 +36,6 @@ from appfirst.rules.pilot import (
     count_day,
     epoch,
     kept_days,
-    london_day_timestamp,
     message_facts,
     refused_response,
     sum_types,
@@ -44,7 +43,7 @@ from appfirst.rules.pilot import (
 from appfirst.rules.stats import Comparison, Practice, comparable, compare, load_statistics
 from appfirst.streams.app import acting_for
 from appfirst.streams.io import loads
-from appfirst.topics.catalogue import SEND_OUTCOMES
+from appfirst.topics.catalogue import FACTS_PER_RECORD, SEND_OUTCOMES, partition_for
 from appfirst.topics.models import Arm, PilotMetric
 
 if TYPE_CHECKING:
@@ -91,16 +90,16 @@ class Metrics:
         async for batch in stream.take_events(
             settings.metrics_batch, within=settings.metrics_within
         ):
-            facts = []
+            facts: list[tuple[Any, Fact]] = []
             for event in batch:
                 if not self.context.current(event):
                     continue  # read again by the partition's owner (streams/rewind.py)
-                fact = _fact_of(event)
-                if isinstance(fact, str):
-                    await self.io.reject(event.message, f"not a metric fact: {fact}", "metrics")
+                taken = _facts_of(event, settings.partitions)
+                if isinstance(taken, str):
+                    await self.io.reject(event.message, f"not metric facts: {taken}", "metrics")
                     continue
                 self.io.count_in(event)
-                facts.append((event, fact))
+                facts.extend((event, fact) for fact in taken)
             self._aggregate_facts(facts)  # an error exits the worker (streams/app.crash_only)
 
     def _aggregate_facts(self, facts: list[tuple[Any, Fact]]) -> None:
@@ -263,26 +262,52 @@ class Metrics:
                 published[trend_key] = row
 
 
-def _fact_of(event: Any) -> Fact | str:
-    """The record's fact, or why it is not one: a record no agent can count must go to
-    dead-letter, not fail the agent on every restart."""
+def _facts_of(event: Any, partitions: int) -> list[Fact] | str:
+    """The record's facts, or why they are not: a record no agent can count must go to
+    dead-letter, not fail the agent on every restart. A record is counted whole or not at
+    all (a dead letter is then the whole of what was not counted).
+
+    ``{"facts": [...]}`` as ``MessageFacts.flush`` sends them, or one fact keyed by its
+    practice as workers before it sent (still read, for an upgrade with facts in flight)."""
     try:
-        key = event.message.key.decode()
         data = loads(event.message.value)
-        fact = Fact(**data)
+        if isinstance(data, dict) and "facts" in data:
+            if not isinstance(data["facts"], list):
+                raise TypeError("facts must be a list")
+            facts = [Fact(**item) for item in data["facts"]]
+            key = None
+        else:
+            facts = [Fact(**data)]
+            key = event.message.key.decode()
     except (ValueError, TypeError, AttributeError) as exc:
         return type(exc).__name__
-    numbers = (fact.dispatched_at, fact.delay)
-    names = (fact.arm, fact.message_type, fact.ods_code)
-    if (
-        fact.kind not in ("sent", *COUNTED)
-        or not all(isinstance(n, (int, float)) and math.isfinite(n) for n in numbers)
-        or not all(isinstance(n, str) for n in names)
-    ):
-        return "a field of the wrong kind"
-    if key != fact.aggregate_key():
-        return "keyed by another practice"
-    return fact
+    for fact in facts:
+        numbers = (fact.dispatched_at, fact.delay)
+        names = (fact.arm, fact.message_type, fact.ods_code)
+        if (
+            fact.kind not in ("sent", *COUNTED)
+            or not all(isinstance(n, (int, float)) and math.isfinite(n) for n in numbers)
+            or not all(isinstance(n, str) for n in names)
+        ):
+            return "a field of the wrong kind"
+        # A practice's counts live on one partition: its key's.
+        if key is not None and key != fact.aggregate_key():
+            return "keyed by another practice"
+        if key is None and event.message.partition != partition_for(
+            fact.aggregate_key().encode(), partitions
+        ):
+            return "in another practice's partition"
+    return facts
+
+
+def facts_by_partition(facts: list[Fact], partitions: int) -> dict[int, list[Fact]]:
+    """The facts grouped by the partition of ``metric-facts`` their practice's key hashes
+    to, in order."""
+    grouped: dict[int, list[Fact]] = {}
+    for fact in facts:
+        partition = partition_for(fact.aggregate_key().encode(), partitions)
+        grouped.setdefault(partition, []).append(fact)
+    return grouped
 
 
 def collected(rows: list[tuple[str, Any]], owned: set[int]) -> dict[str, tuple[Any, Any]]:
@@ -376,18 +401,27 @@ class MessageFacts:
         self.context = context
         self.io = context.io
         self.topics = context.topics
+        self.partitions = context.settings.partitions
+        self._pending: list[Fact] = []
 
     def end(self, state: Any) -> float:
         return float(state["e"])
 
-    async def _emit(self, fact: Fact) -> None:
-        payload = json.dumps(vars(fact)).encode()
-        # The record's time is its message's dispatch (as a London day), the day the trend
-        # counts a read or response on.
-        timestamp = london_day_timestamp(fact.dispatched_at)
-        await self.io.send(
-            self.topics.metric_facts, fact.aggregate_key().encode(), payload, timestamp=timestamp
-        )
+    def begin(self) -> None:
+        """A batch of the per-message agent begins: nothing of an earlier one is held."""
+        self._pending.clear()
+
+    async def flush(self) -> None:
+        """Send the batch's facts: one record per partition of ``metric-facts`` (up to
+        ``FACTS_PER_RECORD`` facts each), each fact in the partition its practice's key
+        hashes to, as a record keyed by it would be. A record per fact cost one
+        ``metric-facts`` record per event counted (0.6 of the worker's 3.9 per event)."""
+        pending, self._pending = self._pending, []
+        for partition, facts in facts_by_partition(pending, self.partitions).items():
+            for start in range(0, len(facts), FACTS_PER_RECORD):
+                chunk = facts[start : start + FACTS_PER_RECORD]
+                payload = json.dumps({"facts": [vars(f) for f in chunk]}).encode()
+                await self.io.send(self.topics.metric_facts, None, payload, partition=partition)
 
     def _observe(self, seen: Seen) -> tuple[Observation, float, tuple[str, ...] | None] | None:
         """(kind, when, (arm, type, ods) for a dispatch) or None to skip."""
@@ -424,8 +458,7 @@ class MessageFacts:
         facts = message_facts(state, kind, at, sent_as)
         if kind == "seen" and stored is not None and state.get("v") == stored.get("v"):
             return None  # an outcome read again, or a later one: nothing to write
-        for fact in facts:
-            await self._emit(fact)
+        self._pending.extend(facts)  # sent by ``flush``, before the batch's rows are written
         if not facts and kind == "sent":
             return None
         now = self.context.clock.now().timestamp()

@@ -28,6 +28,7 @@ from appfirst.topics import models
 from appfirst.topics.catalogue import (
     BATCH_PROGRESS,
     CATALOGUE,
+    FACTS_PER_RECORD,
     FAILED_NUMBERS,
     INTERNAL_TOPICS,
     METRIC_FACTS,
@@ -228,14 +229,17 @@ _INTERNAL: dict[str, _Internal] = {
         },
     ),
     METRIC_FACTS: _Internal(
-        "Per-message facts of the pilot (sent, read, fallback, responded), re-keyed by arm, "
-        "message type and practice for counting.",
-        "MetricFact",
-        "MetricFact",
+        "Per-message facts of the pilot (sent, read, fallback, responded), placed by arm, "
+        "message type and practice for counting: a record per partition and batch of "
+        "events, holding the facts whose `<arm>|<message_type>|<ods_code>` the producer's "
+        "partitioner (murmur2) puts in that partition.",
+        "MetricFacts",
+        "MetricFacts",
         {
-            "type": "string",
-            "description": "`<arm>|<message_type>|<ods_code>`; each fact is also sent under "
-            "`<arm>|all|<ods_code>`.",
+            "type": "null",
+            "description": "None: a record is placed by partition. (Workers before "
+            "2026-12-07 sent one MetricFact a record, keyed "
+            "`<arm>|<message_type>|<ods_code>`; such records are still read.)",
         },
     ),
     PRACTICE_STATS: _Internal(
@@ -300,6 +304,19 @@ def _internal_schemas() -> dict[str, dict[str, Any]]:
 
     return {
         "MetricFact": fact,
+        "MetricFacts": {
+            "title": "MetricFacts",
+            "type": "object",
+            "required": ["facts"],
+            "properties": {
+                "facts": {
+                    "type": "array",
+                    "items": {"$ref": _SCHEMAS + "MetricFact"},
+                    "maxItems": FACTS_PER_RECORD,
+                    "description": "Facts of one batch of events, all in this partition.",
+                },
+            },
+        },
         "PracticeStats": {
             "title": "PracticeStats",
             "type": "object",

@@ -7,7 +7,10 @@ key lands on the same partition number everywhere (co-partitioning, as Faust req
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
+
+from aiokafka.partitioner import DefaultPartitioner
 
 from appfirst.topics import models
 
@@ -145,7 +148,8 @@ BY_NAME: dict[str, TopicSpec] = {spec.name: spec for spec in CATALOGUE}
 
 # Internal topics (not part of the contract): repartitions between agents.
 ROUTER_BY_PATIENT = "router-by-patient"  # send requests re-keyed by nhs_number
-METRIC_FACTS = "metric-facts"  # per-message facts re-keyed by arm and message type
+METRIC_FACTS = "metric-facts"  # per-message facts placed by arm, message type and practice
+FACTS_PER_RECORD = 1000  # the most facts a metric-facts record holds: about 140 KB of JSON
 FAILED_NUMBERS = "failed-numbers"  # SMS failures keyed by the number's keyed hash
 PRACTICE_STATS = "practice-stats"  # each practice's matured counts, keyed by message type
 SEND_OUTCOMES = "send-outcomes"  # when a provider accepted a message's own send
@@ -162,3 +166,11 @@ INTERNAL_TOPICS: dict[str, Retention] = {
 
 def spec(name: str) -> TopicSpec:
     return BY_NAME[name]
+
+
+@lru_cache(maxsize=2**16)
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of ``partitions`` that a record keyed ``key`` lands on: the producer's
+    default partitioner's (murmur2, as Kafka's Java client), for a record that carries
+    the work of several keys and must land where each would."""
+    return int(DefaultPartitioner()(key, list(range(partitions)), []))

@@ -92,8 +92,8 @@ async def test_pilot_facts_are_counted_once_across_a_clean_stop(stack_factory: A
     await stack.publish_many([("send-requests", r.message_id, r) for r in reqs])
 
     async def sent_facts() -> list[str]:
-        facts = [json.loads(r.value) for r in await stack.read_records("metric-facts")]
-        return [f["kind"] for f in facts if f["kind"] == "sent"]
+        records = [json.loads(r.value) for r in await stack.read_records("metric-facts")]
+        return [f["kind"] for r in records for f in r["facts"] if f["kind"] == "sent"]
 
     deadline = time.monotonic() + 60
     while not await sent_facts():  # stop once the first facts are out, the rest under way

@@ -383,8 +383,9 @@ def test_internal_payloads_resolve(doc: dict[str, Any]) -> None:
             payload = deref(doc, message["payload"])
             assert payload["type"] == "object" and payload["properties"], name
             assert message["contentType"] == "application/json"
-    facts = doc["channels"][catalogue.METRIC_FACTS]["messages"]["MetricFactJson"]
-    assert set(deref(doc, facts["payload"])["properties"]) == {f.name for f in fields(Fact)}
+    facts = doc["channels"][catalogue.METRIC_FACTS]["messages"]["MetricFactsJson"]
+    fact = deref(doc, deref(doc, facts["payload"])["properties"]["facts"]["items"])
+    assert set(fact["properties"]) == {f.name for f in fields(Fact)}
 
 
 def test_avro_payloads_are_the_schemas_and_parse(doc: dict[str, Any]) -> None:

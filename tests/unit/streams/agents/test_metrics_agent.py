@@ -13,6 +13,7 @@ from appfirst.rules.pilot import ArmStats
 from appfirst.streams import io
 from appfirst.streams.messages import Messages
 from appfirst.streams.metrics import Metrics
+from appfirst.topics.catalogue import partition_for
 from appfirst.topics.models import Dispatch, Response
 from tests.unit.streams.agents.conftest import Build
 from tests.unit.streams.agents.driver import feed, until
@@ -48,8 +49,16 @@ def _metrics(build: Build) -> Messages:
     return part
 
 
-def _facts(outbox: io.Outbox) -> list[tuple[bytes | None, dict[str, Any]]]:
-    return [(k, json.loads(v)) for k, v in outbox.on("metric-facts")]
+def _facts(outbox: io.Outbox) -> list[tuple[bytes, dict[str, Any]]]:
+    """(the practice's key, the fact), in the order sent: a record carries a batch's facts
+    for one partition of ``metric-facts``."""
+    records = outbox.on("metric-facts")
+    assert all(key is None for key, _ in records)  # placed by partition, not by a key
+    return [
+        (f"{f['arm']}|{f['message_type']}|{f['ods_code']}".encode(), f)
+        for _, value in records
+        for f in json.loads(value)["facts"]
+    ]
 
 
 async def test_a_dispatch_in_an_arm_is_a_sent_fact(outbox: io.Outbox, build: Build) -> None:
@@ -151,3 +160,64 @@ async def test_facts_are_counted_per_practice_and_snapshot_to_the_collectors(
         await until(lambda: metrics.practice_table.get("all|control|M81002|sms_with_response"))
     row = metrics.practice_table.get("sms_with_response|control|M81002")
     assert row is not None and row["counts"]["10800"][:2] == [2, 1]
+
+
+async def test_a_batch_of_events_sends_a_record_per_partition_not_per_fact(
+    outbox: io.Outbox, build: Build
+) -> None:
+    metrics = _metrics(build)
+    practices = [f"M8{n:04d}" for n in range(40)]
+    async with metrics.follow.test_context() as agent:
+        for n, ods in enumerate(practices):
+            await feed(agent, "dispatches", f"b-{n}".encode(), _dispatch(f"b-{n}", ods=ods))
+        facts = await until(lambda: len(_facts(outbox)) == len(practices) and _facts(outbox))
+    assert sorted(f["ods_code"] for _, f in facts) == practices
+    partitions = metrics.context.settings.partitions
+    # Taken in one batch or a few (take_events): at most a record per partition each.
+    records = outbox.on("metric-facts")
+    assert len(records) <= partitions * 3 < len(practices)
+    for _, value in records:
+        keys = {
+            f"{f['arm']}|{f['message_type']}|{f['ods_code']}".encode()
+            for f in json.loads(value)["facts"]
+        }
+        assert len({partition_for(k, partitions) for k in keys}) == 1
+
+
+def _record(*facts: bytes) -> bytes:
+    return b'{"facts": [' + b", ".join(facts) + b"]}"
+
+
+async def test_a_record_of_facts_is_counted_whole_in_its_practices_partition_only(
+    outbox: io.Outbox, build: Build
+) -> None:
+    built = build("metrics")
+    metrics: Metrics = built.parts["metrics"]
+    partitions = built.context.settings.partitions
+    key = "control|sms_with_response|M81002"
+    right = partition_for(key.encode(), partitions)
+    wrong = (right + 1) % partitions
+    async with metrics.aggregate.test_context() as agent:
+        # Elsewhere than its practice's partition: its counts would live on two partitions.
+        await feed(agent, "metric-facts", None, _record(_fact("sent")), partition=wrong)
+        # One fact of the record is not one: none of the record is counted.
+        broken = _record(_fact("sent"), b'{"kind": "sent"}')
+        await feed(agent, "metric-facts", None, broken, partition=right)
+        await feed(
+            agent, "metric-facts", None, _record(_fact("sent"), _fact("sent")), partition=right
+        )
+
+        def sent() -> int:
+            raw = metrics.stats_table.get(key)
+            if raw is None:
+                return 0
+            stats = ArmStats.from_json(raw["stats"], metrics.settings.metric_horizons)
+            return stats.snapshot(datetime.now(UTC).timestamp())[3600].sent
+
+        assert await until(lambda: sent() == 2)
+        dead = await until(lambda: len(outbox.on("dead-letter")) == 2 and outbox.on("dead-letter"))
+    reasons = [json.loads(v)["reason"] for _, v in dead]
+    assert reasons == [
+        "not metric facts: in another practice's partition",
+        "not metric facts: TypeError",
+    ]
