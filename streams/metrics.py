@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 ARMS: tuple[Arm, ...] = ("treatment", "control")
 ALL = "all"  # the message type that stands for every type
+SNAPSHOT_RECORD_BYTES = 256 * 1024  # practice snapshots per record: a quarter of the 1 MB limit
 
 
 class Metrics:
@@ -144,6 +145,8 @@ class Metrics:
             return
         owned = self.context.owned_partitions("metric-facts")
         now = self.clock.now().timestamp()
+        to: dict[str, list[bytes]] = {}  # collector -> its practices' snapshots
+        changed: list[tuple[str, str]] = []
         for key, raw in list(self.stats_table.items()):
             if raw["partition"] not in owned:
                 continue
@@ -164,36 +167,32 @@ class Metrics:
             value = json.dumps(snapshot, sort_keys=True)
             if self._sent_snapshots.get(key) == value:
                 continue
-            # To its type's collector, and to the collector of ``all``, which sums the types:
-            # a snapshot per practice and type every few seconds, where counting ``all`` as
-            # facts cost a second record per fact.
+            # To its type's collector, and to the collector of ``all``, which sums the types
+            # (counting ``all`` as facts cost a second record per fact).
             for collector in (message_type, ALL):
-                await self.io.send(self.topics.practice_stats, collector.encode(), value.encode())
-            self._sent_snapshots[key] = value
+                to.setdefault(collector, []).append(value.encode())
+            changed.append((key, value))
+        # A record per collector (or per SNAPSHOT_RECORD_BYTES of snapshots), not per
+        # practice: nationally thousands of practices change as their counts mature.
+        for collector, values in to.items():
+            for chunk in by_size(values, SNAPSHOT_RECORD_BYTES):
+                payload = b'{"snapshots": [' + b", ".join(chunk) + b"]}"
+                await self.io.send(self.topics.practice_stats, collector.encode(), payload)
+        self._sent_snapshots.update(changed)
 
     async def _collect(self, stream: Any) -> None:
         async for event in stream.events():
-            try:
-                collector = event.message.key.decode()
-                snapshot = loads(event.message.value)
-                practice = f"{snapshot['arm']}|{snapshot['ods']}"
-                if collector == ALL:
-                    practice += f"|{snapshot['type']}"
-                if not isinstance(snapshot["counts"], dict) or not isinstance(
-                    snapshot["days"], dict
-                ):
-                    raise TypeError("counts and days must be objects")
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                await self.io.reject(
-                    event.message, f"not a practice snapshot: {type(exc).__name__}", "metrics"
-                )
+            taken = _snapshots_of(event.message.key, event.message.value)
+            if isinstance(taken, str):
+                await self.io.reject(event.message, f"not practice snapshots: {taken}", "metrics")
                 continue
             self.io.count_in(event)
-            self.practice_table[f"{collector}|{practice}"] = {
-                "partition": event.message.partition,
-                "counts": snapshot["counts"],
-                "days": snapshot["days"],
-            }
+            for collector, practice, snapshot in taken:
+                self.practice_table[f"{collector}|{practice}"] = {
+                    "partition": event.message.partition,
+                    "counts": snapshot["counts"],
+                    "days": snapshot["days"],
+                }
 
     async def publish(self) -> None:
         if self.app.rebalancing:
@@ -298,6 +297,44 @@ def _facts_of(event: Any, partitions: int) -> list[Fact] | str:
         ):
             return "in another practice's partition"
     return facts
+
+
+def _snapshots_of(key: bytes | None, value: bytes | None) -> list[tuple[str, str, Any]] | str:
+    """The record's (collector, practice, snapshot) triples, or why they are not: taken
+    whole or not at all. ``{"snapshots": [...]}`` as ``snapshot_practices`` sends them, or
+    one snapshot as workers before it sent (still read, for an upgrade with snapshots in
+    flight)."""
+    try:
+        collector = key.decode()  # type: ignore[union-attr]  # None: AttributeError
+        data = loads(value)
+        many = data["snapshots"] if isinstance(data, dict) and "snapshots" in data else [data]
+        if not isinstance(many, list):
+            raise TypeError("snapshots must be a list")
+        taken = []
+        for snapshot in many:
+            practice = f"{snapshot['arm']}|{snapshot['ods']}"
+            if collector == ALL:
+                practice += f"|{snapshot['type']}"
+            if not isinstance(snapshot["counts"], dict) or not isinstance(snapshot["days"], dict):
+                raise TypeError("counts and days must be objects")
+            taken.append((collector, practice, snapshot))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return type(exc).__name__
+    return taken
+
+
+def by_size(values: list[bytes], limit: int) -> list[list[bytes]]:
+    """``values`` in order, in runs of at most ``limit`` bytes (a value longer than that
+    alone in its run)."""
+    runs: list[list[bytes]] = []
+    size = limit
+    for value in values:
+        if size + len(value) > limit:
+            runs.append([])
+            size = 0
+        runs[-1].append(value)
+        size += len(value)
+    return runs
 
 
 def facts_by_partition(facts: list[Fact], partitions: int) -> dict[int, list[Fact]]:

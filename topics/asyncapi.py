@@ -244,9 +244,10 @@ _INTERNAL: dict[str, _Internal] = {
     ),
     PRACTICE_STATS: _Internal(
         "Each practice's matured counts, re-keyed by message type so that one place sees "
-        "every practice of a type.",
-        "PracticeStats",
-        "PracticeStats",
+        "every practice of a type: a record per message type and tick of the snapshot "
+        "timer, holding the practices whose counts changed.",
+        "PracticeSnapshots",
+        "PracticeSnapshots",
         {"type": "string", "description": "The message type (or `all`)."},
     ),
     BATCH_PROGRESS: _Internal(
@@ -317,13 +318,28 @@ def _internal_schemas() -> dict[str, dict[str, Any]]:
                 },
             },
         },
+        "PracticeSnapshots": {
+            "title": "PracticeSnapshots",
+            "type": "object",
+            "required": ["snapshots"],
+            "properties": {
+                "snapshots": {
+                    "type": "array",
+                    "items": {"$ref": _SCHEMAS + "PracticeStats"},
+                    "description": "Practices whose counts changed, up to 256 KiB of them. "
+                    "(Workers before 2026-12-07 sent one PracticeStats a record; such "
+                    "records are still read.)",
+                },
+            },
+        },
         "PracticeStats": {
             "title": "PracticeStats",
             "type": "object",
-            "required": ["arm", "ods", "counts", "days"],
+            "required": ["arm", "ods", "type", "counts", "days"],
             "properties": {
                 "arm": {"type": "string", "description": "The practice's pilot arm."},
                 "ods": {"type": "string", "description": "The practice's ODS code."},
+                "type": {"type": "string", "description": "The message type counted."},
                 "counts": {
                     "type": "object",
                     "description": "Matured counts by horizon (seconds, as a string).",

@@ -12,7 +12,7 @@ from typing import Any
 from appfirst.rules.pilot import ArmStats
 from appfirst.streams import io
 from appfirst.streams.messages import Messages
-from appfirst.streams.metrics import Metrics
+from appfirst.streams.metrics import Metrics, by_size
 from appfirst.topics.catalogue import partition_for
 from appfirst.topics.models import Dispatch, Response
 from tests.unit.streams.agents.conftest import Build
@@ -148,9 +148,10 @@ async def test_facts_are_counted_per_practice_and_snapshot_to_the_collectors(
     monkeypatch.setattr(built.context, "owned_partitions", lambda topic: {0})
     snapshot = metrics.snapshot_practices  # one tick of the timer
     await snapshot()
-    snapshots = [(k, json.loads(v)) for k, v in outbox.on("practice-stats")]
+    snapshots = [(k, json.loads(v)["snapshots"]) for k, v in outbox.on("practice-stats")]
     assert sorted(k for k, _ in snapshots) == [b"all", b"sms_with_response"]
-    assert snapshots[0][1]["counts"]["10800"][:2] == [2, 1]
+    assert [len(each) for _, each in snapshots] == [1, 1]
+    assert snapshots[0][1][0]["counts"]["10800"][:2] == [2, 1]
     await snapshot()  # nothing changed: nothing sent again
     assert len(outbox.on("practice-stats")) == 2
 
@@ -221,3 +222,38 @@ async def test_a_record_of_facts_is_counted_whole_in_its_practices_partition_onl
         "not metric facts: in another practice's partition",
         "not metric facts: TypeError",
     ]
+
+
+async def test_practices_snapshots_go_a_record_per_collector_and_are_taken_whole(
+    outbox: io.Outbox, build: Build, monkeypatch: Any
+) -> None:
+    built = build("metrics")
+    metrics: Metrics = built.parts["metrics"]
+    practices = [f"M8{n:04d}" for n in range(30)]
+    async with metrics.aggregate.test_context() as agent:
+        for ods in practices:
+            key = f"control|sms_with_response|{ods}".encode()
+            await feed(agent, "metric-facts", key, _fact("sent", ods=ods))
+        await until(lambda: len(metrics.stats_table) == len(practices))
+    monkeypatch.setattr(built.context, "owned_partitions", lambda topic: {0})
+    await metrics.snapshot_practices()
+    records = outbox.on("practice-stats")
+    assert sorted(k for k, _ in records) == [b"all", b"sms_with_response"]  # 2, not 60
+    assert all(len(json.loads(v)["snapshots"]) == len(practices) for _, v in records)
+
+    good = json.loads(records[0][1])["snapshots"][0]
+    broken = {"snapshots": [good, {**good, "days": []}]}
+    async with metrics.collect.test_context() as agent:
+        await feed(agent, "practice-stats", b"sms_with_response", json.dumps(broken).encode())
+        dead = await until(lambda: outbox.on("dead-letter"))
+        assert len(metrics.practice_table) == 0  # not even its good snapshot
+        for collector, value in records:
+            await feed(agent, "practice-stats", collector, value)
+        await until(lambda: len(metrics.practice_table) == 2 * len(practices))
+    assert json.loads(dead[0][1])["reason"] == "not practice snapshots: TypeError"
+
+
+def test_snapshots_are_cut_into_records_by_size() -> None:
+    values = [b"a" * 40, b"b" * 40, b"c" * 40, b"d" * 200, b"e" * 10]
+    assert by_size(values, 100) == [values[:2], values[2:3], values[3:4], values[4:]]
+    assert by_size([], 100) == []
