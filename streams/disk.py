@@ -182,6 +182,7 @@ _dirs: dict[Path, Path] = {}
 _locks: list[Any] = []  # open for the process's life: closing one releases its lock
 _shared: dict[str, Any] = {}
 _opened = itertools.count(1)
+_databases: list[tuple[str, rocksdict.Rdict]] = []  # (name, database) of each one opened
 
 
 def rows_dir(datadir: str | Path) -> Path:
@@ -248,4 +249,22 @@ def open_rows(datadir: str | Path, name: str, memory_mb: float) -> rocksdict.Rdi
     writes = rocksdict.WriteOptions()
     writes.disable_wal = True  # type: ignore[method-assign,assignment]  # a property
     db.set_write_options(writes)
+    _databases.append((name, db))
     return db
+
+
+def usage() -> tuple[dict[str, tuple[int, int]], int]:
+    """What this process's databases take, as RocksDB counts it: by name, (bytes in files
+    on disk, bytes in write buffers); and the bytes in their shared block cache."""
+    by_name: dict[str, tuple[int, int]] = {}
+    for name, db in list(_databases):
+        try:
+            size = db.property_int_value("rocksdb.total-sst-files-size") or 0
+            buffered = db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0
+        except rocksdict.DbClosedError:  # an app stopped in this process (tests)
+            _databases.remove((name, db))
+            continue
+        files, buffers = by_name.get(name, (0, 0))
+        by_name[name] = (files + size, buffers + buffered)
+    cache = _shared.get("cache")
+    return by_name, (cache.get_usage() if cache is not None else 0)

@@ -16,6 +16,7 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from appfirst import telemetry
+from appfirst.streams import disk
 from appfirst.streams.io import log
 
 if TYPE_CHECKING:
@@ -30,6 +31,16 @@ def _highwater(consumer: Any, tp: TP) -> int | None:
     return end if isinstance(end, int) else None
 
 
+def report_rows_usage() -> None:
+    """The rows' databases, read as a scrape asks (a few RocksDB properties each)."""
+    databases, cache = disk.usage()
+    for name, (files, buffers) in databases.items():
+        telemetry.rows_disk_bytes.labels(name).set(files)
+        telemetry.rows_memory_bytes.labels(name).set(buffers)
+    if databases:
+        telemetry.rows_memory_bytes.labels("cache").set(cache)
+
+
 class Exporter:
     """The worker's ``/metrics`` page, and the timer that sets the consumer lag it shows."""
 
@@ -42,6 +53,7 @@ class Exporter:
 
         class Metrics(web.View):
             async def get(self, request: web.Request) -> web.Response:
+                report_rows_usage()
                 body = generate_latest(telemetry.registry)
                 # Passed as a header: aiohttp refuses a content_type argument with a charset
                 # in it.

@@ -64,6 +64,20 @@ table_rows = Gauge(
     ["table"],
     registry=registry,
 )
+rows_disk_bytes = Gauge(
+    "appfirst_rows_disk_bytes",
+    "Bytes in the files of this worker's RocksDB database for a table or index of "
+    "per-message rows (APPFIRST_ROW_STORE=disk)",
+    ["database"],
+    registry=registry,
+)
+rows_memory_bytes = Gauge(
+    "appfirst_rows_memory_bytes",
+    "Bytes this worker's RocksDB databases hold in memory: write buffers by database, and "
+    'the shared block cache as database="cache" (within APPFIRST_ROW_MEMORY_MB)',
+    ["database"],
+    registry=registry,
+)
 rows_deleted = Counter(
     "appfirst_rows_deleted_total",
     "Per-message rows deleted once past their end",

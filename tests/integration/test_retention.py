@@ -21,13 +21,16 @@ KEEP = 3.0
 TABLES = ("routed", "sends", "message-rows")
 
 
-async def _table_rows(port: int) -> dict[str, float]:
+async def _series(port: int, name: str, label: str) -> dict[str, float]:
+    """``name``'s value by ``label``, from the worker's ``/metrics``."""
     async with loopback.client(timeout=5.0) as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    return {
-        m[1]: float(m[2])
-        for m in re.finditer(r'^appfirst_table_rows\{table="([^"]+)"\} (\S+)$', text, re.M)
-    }
+    pattern = rf'^{name}\{{{label}="([^"]+)"\}} (\S+)$'
+    return {m[1]: float(m[2]) for m in re.finditer(pattern, text, re.M)}
+
+
+async def _table_rows(port: int) -> dict[str, float]:
+    return await _series(port, "appfirst_table_rows", "table")
 
 
 async def test_settled_rows_go_and_pending_ones_stay(stack_factory: Any) -> None:
@@ -87,6 +90,11 @@ async def test_settled_rows_go_and_pending_ones_stay(stack_factory: Any) -> None
         assert time.monotonic() < deadline, {t: len(v) for t, v in live.items()}
         await asyncio.sleep(0.5)
     assert {t: rows[t] for t in TABLES} == {t: 0 for t in TABLES} | {"message-rows": 20}
+    # What the rows' databases take (ROW_STORE=disk), for the operators' dashboards.
+    memory = await _series(port, "appfirst_rows_memory_bytes", "database")
+    on_disk = await _series(port, "appfirst_rows_disk_bytes", "database")
+    assert memory["message-rows"] > 0 and "cache" in memory
+    assert {"message-rows", "deadline-index", "message-rows-ends"} <= set(on_disk)
 
     # A restarted worker recovers only what is pending, and the held messages still get
     # their fallback in time: retention deleted nothing a deadline needs.

@@ -205,3 +205,18 @@ def test_the_disk_end_index_lists_what_the_memory_one_does(
     for partition in range(3):
         assert set(disk.pop_due(partition, until)) == set(memory.pop_due(partition, until))
     disk.db.close()
+
+
+def test_what_the_databases_take_is_reported_by_name(tmp_path: Path) -> None:
+    # For the operators' gauges (appfirst_rows_disk_bytes, appfirst_rows_memory_bytes).
+    db = open_rows(tmp_path, "usage-probe", 4)
+    before, _ = disk.usage()
+    assert before["usage-probe"][0] == 0  # nothing on disk yet
+    for n in range(2000):
+        db[f"m-{n}".encode()] = b"\x00\x01" + b"x" * 200
+    files, buffers = disk.usage()[0]["usage-probe"]
+    assert buffers > 2000 * 200 > files == 0  # in the write buffer
+    db.flush()
+    db.get(b"m-1")
+    (files, buffers), cache = disk.usage()[0]["usage-probe"], disk.usage()[1]
+    assert files > 0 and cache > 0
