@@ -49,7 +49,9 @@ MEASUREMENTS = (
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--messages", type=int, default=20_000, help="pipeline and scale-out load")
-    p.add_argument("--pending", type=int, default=50_000, help="deadlines waiting")
+    # 200,000: a national worker holds hundreds of thousands (docs/performance.md), and
+    # below that the fixed cost of taking in any load outweighs the cost per deadline.
+    p.add_argument("--pending", type=int, default=200_000, help="deadlines waiting")
     p.add_argument("--due", type=int, default=2_000, help="fallbacks measured for lateness")
     p.add_argument("--rate", type=float, default=2_000, help="routing latency offered load /s")
     p.add_argument("--rate-seconds", type=float, default=5)
