@@ -51,6 +51,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes | None, bytes]] = []  # (topic, key, value)
+        self.partitions: list[int | None] = []  # each record's partition, if it named one
 
     def on(self, topic: str) -> list[tuple[bytes | None, bytes]]:
         return [(key, value) for name, key, value in self.records if name == topic]
@@ -156,6 +157,7 @@ class Io:
         name = self.short_topic(topic.get_topic_name())
         if self.outbox is not None:
             self.outbox.records.append((name, key, value))
+            self.outbox.partitions.append(options.get("partition"))
             return None
         try:
             pending = await topic.send(key=key, value=value, **options)

@@ -128,6 +128,11 @@ class Messages:
                     changed = True
             if changed:
                 rows[mid] = (event, row)
+        if not all(map(self._may_write, taken)):
+            # Overtaken by a rebalance before anything went out: send nothing (see below).
+            self.tracker.begin()
+            self.facts.begin()
+            return
         await self.facts.flush()  # a record per partition of ``metric-facts``, not per fact
         if rows:
             await self.io.durable()

@@ -56,10 +56,13 @@ def _sleep() -> None:
 @main.command()
 def topics() -> None:
     """Create every catalogue topic that does not exist yet on APPFIRST_BROKER."""
-    from appfirst.admin import ensure_topics
+    from appfirst.admin import PartitionMismatch, ensure_topics
     from appfirst.settings import get_settings
 
-    created = asyncio.run(ensure_topics(get_settings()))
+    try:
+        created = asyncio.run(ensure_topics(get_settings()))
+    except PartitionMismatch as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"created {len(created)} topics" + (": " + ", ".join(created) if created else ""))
 
 
@@ -69,9 +72,13 @@ def worker() -> None:
     if not os.environ.get("APPFIRST_BROKER"):
         raise click.UsageError("set APPFIRST_BROKER (e.g. kafka://127.0.0.1:9092)")
     sys.argv = [sys.argv[0], "worker"]  # Faust's own command line must not see ours
+    from appfirst.admin import PartitionMismatch
     from appfirst.streams.worker import run
 
-    run()
+    try:
+        run()
+    except PartitionMismatch as exc:  # before Faust starts: nothing to stop
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()

@@ -58,7 +58,11 @@ class Settings(BaseSettings):
         default=0.005, gt=0, description="seconds a batch waits to fill before routing"
     )
     metrics_batch: int = Field(
-        default=500, ge=1, description="metric facts counted per write of a practice's row"
+        default=50,
+        ge=1,
+        description="metric-facts records (up to 1,000 facts each) counted per write of a "
+        "practice's row: a batch is counted in one step of the event loop, so this bounds "
+        "how long the loop (and the fallback sweep) waits on it",
     )
     metrics_within: float = Field(
         default=1.0,
