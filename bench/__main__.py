@@ -52,6 +52,9 @@ def _args() -> argparse.Namespace:
     # 200,000: a national worker holds hundreds of thousands (docs/performance.md), and
     # below that the fixed cost of taking in any load outweighs the cost per deadline.
     p.add_argument("--pending", type=int, default=200_000, help="deadlines waiting")
+    # 20: the first ten are the worker's warm-up (RocksDB's budget and the arenas filling,
+    # measured over 40 on 2026-12-07), so the second half is past it.
+    p.add_argument("--rounds", type=int, default=20, help="retention rounds (memory over time)")
     p.add_argument("--due", type=int, default=2_000, help="fallbacks measured for lateness")
     p.add_argument("--rate", type=float, default=2_000, help="routing latency offered load /s")
     p.add_argument("--rate-seconds", type=float, default=5)
@@ -119,9 +122,9 @@ async def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             )
         if "retention" in wanted:
             per_round = max(500, int(3000 * scale))
-            # Ten rounds: the second half is past the worker's warm-up.
-            console.print(f"retention: 10 rounds of {per_round:,} messages, rows kept 5 s")
-            results["retention"] = await scenarios.retention(broker.url, workdir, 10, per_round)
+            rounds = args.rounds
+            console.print(f"retention: {rounds} rounds of {per_round:,} messages, rows kept 5 s")
+            results["retention"] = await scenarios.retention(broker.url, workdir, rounds, per_round)
         if "replay" in wanted:
             sample = max(1000, int(args.replay_sample * scale))
             day = int(NATIONAL_DAY_NHS_APP / NHS_APP_SHARE)
