@@ -26,6 +26,7 @@ from faust.streams import _current_event
 from appfirst.settings import Settings
 from appfirst.streams.producer import DrainableProducer
 from appfirst.streams.rewind import AckedStream, RewindingTransport
+from appfirst.streams.rowlog import BatchedChangelog
 
 
 class Transport(RewindingTransport):
@@ -49,6 +50,9 @@ class App(faust.App):
     """Faust's app, with the settings it was made from (``make_app``)."""
 
     settings: Settings
+    # Called at the start of every flush of the producer: what a table holds back to send
+    # as a batch goes out before the flush's mark (streams/rowlog.py).
+    before_flush: list[Callable[[], None]]
 
     def _new_transport(self) -> Any:
         # Faust's own Kafka transport, with a consumer that re-reads skipped records
@@ -103,6 +107,7 @@ def make_app(settings: Settings) -> App:
         web_in_thread=False,
     )
     app.settings = settings
+    app.before_flush = []
     return app
 
 
@@ -196,19 +201,27 @@ class WorkerGroupTable(SharedKeyTable):
 
 
 DISK_STORE = "appfirst-rows-on-disk"
+MEMORY_STORE = "appfirst-rows-in-memory"
 
 
-class RowsTable(SharedKeyTable):
+class RowsTable(BatchedChangelog, SharedKeyTable):
     """A per-message table: its rows on disk with ``APPFIRST_ROW_STORE=disk``
-    (``streams/disk.py``), in the heap with ``memory``."""
+    (``streams/disk.py``), in the heap with ``memory``; its changelog a batch of rows a
+    record (``streams/rowlog.py``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_batches()
 
     def _new_store(self) -> Any:
         settings = cast(App, self.app).settings
-        if settings.row_store == "memory":
-            return super()._new_store()
         # Faust's own way in, so the store gets what Faust gives any store.
         faust_stores.STORES.aliases.setdefault(DISK_STORE, "appfirst.streams.disk:DiskStore")
-        return self._new_store_by_url(f"{DISK_STORE}://")
+        faust_stores.STORES.aliases.setdefault(
+            MEMORY_STORE, "appfirst.streams.disk:MemoryRowsStore"
+        )
+        store = MEMORY_STORE if settings.row_store == "memory" else DISK_STORE
+        return self._new_store_by_url(f"{store}://")
 
 
 class WorkerGroupRowsTable(RowsTable, WorkerGroupTable):

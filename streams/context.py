@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 
@@ -139,7 +139,7 @@ class Context:
             (WorkerGroupRowsTable, RowsTable) if per_message else (WorkerGroupTable, SharedKeyTable)
         )
         kind = kinds[0] if worker_group_changelog else kinds[1]
-        return self.app.tables.add(
+        table = self.app.tables.add(
             kind(
                 self.app,
                 name=name,
@@ -151,6 +151,20 @@ class Context:
                 beacon=self.app.tables.beacon,
             )
         )
+        if per_message:
+            self._compact_changelog(cast(RowsTable, table))
+        return table
+
+    def _compact_changelog(self, table: RowsTable) -> None:
+        """A per-message table's changelog kept to what its rows are now
+        (``streams/rowlog.py``), on every worker for the partitions it owns."""
+
+        async def compact() -> None:
+            if self.tables_ready():
+                await table.compact(self.tables_ready)
+
+        compact.__name__ = compact.__qualname__ = f"compact_{table.name}"
+        self.app.timer(interval=self.settings.retention_interval_seconds)(compact)
 
     def json_rows(self, name: str, *, worker_group_changelog: bool = False) -> JsonRows:
         """``table`` for a row per message: JSON objects, held compact (``JsonRows``)."""

@@ -21,7 +21,8 @@ everything else about it, so recovery behaves exactly as with the memory store:
 - **``len`` is a count, not a scan**: the rows gauge reads it every retention pass.
 
 Memory is then what RocksDB is given (``APPFIRST_ROW_MEMORY_MB``, shared by the tables:
-write buffers and block cache), not a function of the rows held.
+write buffers and block cache), not a function of the rows held. With
+``APPFIRST_ROW_STORE=memory`` the same store keeps its rows in a dict (``MemoryRowsStore``).
 """
 
 from __future__ import annotations
@@ -50,13 +51,24 @@ PARTITION_BYTES = 2
 YIELD_EVERY = 5000  # rows read between two yields to the loop
 
 
-class DiskRows(MutableMapping[str, bytes]):
-    """A str -> bytes mapping in one RocksDB database, each value stored after its
-    changelog partition, with its rows counted by partition (``len``, and whether any
-    row of a partition no longer owned is left)."""
+class MemoryDb(dict[bytes, bytes]):
+    """The rows of ``MemoryRowsStore``: a dict read as a database is, from a snapshot."""
 
-    def __init__(self, db: rocksdict.Rdict) -> None:
-        self.db = db
+    def items(self) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[override]
+        return iter(list(super().items()))
+
+
+def _partition_of(stored: bytes) -> int:
+    return int.from_bytes(stored[:PARTITION_BYTES], "big")
+
+
+class DiskRows(MutableMapping[str, bytes]):
+    """A str -> bytes mapping in one RocksDB database (or a ``MemoryDb``), each value
+    stored after its changelog partition, with its rows counted by partition (``len``,
+    and whether any row of a partition no longer owned is left)."""
+
+    def __init__(self, db: rocksdict.Rdict | MemoryDb) -> None:
+        self.db: Any = db  # raw mode: bytes keys and values either way
         self.counts: dict[int, int] = {}
 
     @staticmethod
@@ -67,8 +79,7 @@ class DiskRows(MutableMapping[str, bytes]):
         return int(event.message.partition)
 
     def _forget(self, stored: bytes) -> None:
-        partition = int.from_bytes(stored[:PARTITION_BYTES], "big")
-        self.counts[partition] -= 1
+        self.counts[_partition_of(stored)] -= 1
 
     def put(self, partition: int, key: str, value: bytes) -> None:
         encoded = key.encode()
@@ -110,6 +121,44 @@ class DiskRows(MutableMapping[str, bytes]):
             del self.db[key]
         self.counts.clear()
 
+    def live(self, partition: int) -> int:
+        return self.counts.get(partition, 0)
+
+    def apply_row(self, partition: int, key: str, value: bytes | None) -> None:
+        """A row as recovery reads it: ``None`` deletes it."""
+        if value is None:
+            self.pop(key, None)
+        else:
+            self.put(partition, key, value)
+
+    async def copy_rows(
+        self,
+        partition: int,
+        put: Callable[[int, str, bytes], None],
+        chunk_done: Callable[[], None],
+        still: Callable[[], bool],
+    ) -> int | None:
+        """``put`` every row of ``partition`` as it is now, a chunk at a time, calling
+        ``chunk_done`` after each and yielding to the loop between them; how many, or None
+        if ``still()`` stopped holding first (checked in the step of each chunk)."""
+        copied = 0
+        rows = self.db.items()
+        while still():
+            chunk = list(itertools.islice(rows, YIELD_EVERY))
+            if not chunk:
+                return copied
+            for key, stored in chunk:
+                if _partition_of(cast(bytes, stored)) != partition:
+                    continue
+                now = self.db.get(key)  # as it is now, not as the snapshot read it
+                if now is None or _partition_of(now) != partition:
+                    continue
+                put(partition, cast(bytes, key).decode(), bytes(now[PARTITION_BYTES:]))
+                copied += 1
+            chunk_done()
+            await asyncio.sleep(0)
+        return None
+
     async def keep_only(self, partitions: set[int], still: Callable[[], bool]) -> int:
         """Delete the rows of every other partition while ``still()`` holds; how many went.
 
@@ -124,10 +173,10 @@ class DiskRows(MutableMapping[str, bytes]):
         rows = self.db.items()
         while still() and (chunk := list(itertools.islice(rows, YIELD_EVERY))):
             for key, stored in chunk:
-                if int.from_bytes(cast(bytes, stored)[:PARTITION_BYTES], "big") in partitions:
+                if _partition_of(cast(bytes, stored)) in partitions:
                     continue
                 now = self.db.get(key)  # as it is now, not as the snapshot read it
-                if now is None or int.from_bytes(now[:PARTITION_BYTES], "big") in partitions:
+                if now is None or _partition_of(now) in partitions:
                     continue
                 del self.db[key]
                 self._forget(now)
@@ -137,27 +186,25 @@ class DiskRows(MutableMapping[str, bytes]):
 
 
 class DiskStore(memory.Store[str, bytes]):
-    """Faust's memory store with its rows in a ``DiskRows`` (see the module's docstring)."""
+    """Faust's memory store with its rows in a ``DiskRows`` (see the module's docstring).
+    Its table reads the changelog itself (``streams/rowlog.py``) and gives it the rows."""
 
     data: DiskRows
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings = cast("App", self.app).settings
-        self.data = DiskRows(open_rows(settings.data_dir, self.table_name, settings.row_memory_mb))
+        self.data = DiskRows(self._open())
         self._rebalances = 0
         self._dropping: asyncio.Future[int] | None = None
+
+    def _open(self) -> rocksdict.Rdict | MemoryDb:
+        settings = cast("App", self.app).settings
+        return open_rows(settings.data_dir, self.table_name, settings.row_memory_mb)
 
     def apply_changelog_batch(
         self, batch: Iterable[EventT[Any]], to_key: Any, to_value: Any
     ) -> None:
-        rows = self.data
-        for event in batch:
-            key = to_key(event.key)
-            if event.message.value is None:
-                rows.pop(key, None)
-            else:
-                rows.put(event.message.partition, key, to_value(event.value))
+        raise NotImplementedError("RowsTable reads its changelog itself (streams/rowlog.py)")
 
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
@@ -173,6 +220,13 @@ class DiskStore(memory.Store[str, bytes]):
         self._dropping = asyncio.ensure_future(
             self.data.keep_only(owned, lambda: self._rebalances == began)
         )
+
+
+class MemoryRowsStore(DiskStore):
+    """``DiskStore`` with its rows in the heap (``APPFIRST_ROW_STORE=memory``)."""
+
+    def _open(self) -> MemoryDb:
+        return MemoryDb()
 
 
 # --- the databases: one directory per process, emptied at start ----------------------------

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from faust.transport.drivers import aiokafka as driver
 from faust.transport.producer import ProducerBuffer
@@ -88,6 +88,8 @@ class DrainableProducer(driver.Producer):
     async def flush(self) -> None:
         """Returns once every record written before it is acknowledged by the broker; exits
         the worker crash-only (before any offset is committed past it) if one cannot be."""
+        for hold in cast(Any, self.app).before_flush:  # rows a table holds back to batch
+            hold()
         buffer = self.drainable
         mark = buffer.queued
         try:

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     row_store: Literal["disk", "memory"] = Field(
         default="disk", description="where the per-message tables keep their rows"
     )
+    changelog_slack_rows: int = Field(
+        default=10_000,
+        ge=0,
+        description="rows a per-message table's changelog partition may hold beyond twice "
+        "the partition's rows before they are written again and the older batches "
+        "tombstoned (recovery reads at most about that)",
+    )
     row_memory_mb: float = Field(
         default=8, gt=0, description="RocksDB's memory for the rows on disk (buffers, cache)"
     )

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from appfirst.admin import ensure_topics
 from appfirst.broker import EmbeddedBroker
+from appfirst.codecs import rowbatch
 from appfirst.codecs.avro import AvroSingleObjectCodec
 from appfirst.codecs.json_codec import JsonCodec
 from appfirst.ports import free_port, listens
@@ -227,7 +228,9 @@ class Stack:
 
     async def read_raw_changelog(self, table: str, *, live: bool = False) -> set[str]:
         """The keys written to a table's changelog (JSON strings); with ``live``, only
-        those whose last record is not a tombstone (the rows a recovery would hold)."""
+        those whose last record is not a tombstone (the rows a recovery would hold). For a
+        per-message table, the keys of the rows in its batches (``codecs/rowbatch.py``),
+        each row's last value read as recovery reads it."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None)
         await consumer.start()
         try:
@@ -246,9 +249,32 @@ class Stack:
                 if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
                     return {k for k, alive in keys.items() if alive or not live}
                 for records in (await consumer.getmany(timeout_ms=500)).values():
-                    keys |= {json.loads(r.key): r.value is not None for r in records if r.key}
+                    for r in records:
+                        if not r.key:
+                            continue
+                        key = json.loads(r.key)
+                        if not rowbatch.is_batch_key(key):
+                            keys[key] = r.value is not None
+                        elif r.value is not None:  # a batch tombstoned: its rows are later
+                            keys |= {k: v is not None for k, v in rowbatch.decode(r.value)}
         finally:
             await consumer.stop()
+
+    async def changelog_batches(self, table: str) -> tuple[int, int]:
+        """A per-message table's changelog as compaction would leave it: the rows in its
+        batches not tombstoned (what a recovery reads), and how many were tombstoned."""
+        live: dict[str, int] = {}
+        tombstoned = 0
+        for r in await self.read_records(f"worker-{table}-changelog"):
+            key = json.loads(r.key)
+            if not rowbatch.is_batch_key(key):
+                continue
+            if r.value is None:
+                live.pop(key, None)
+                tombstoned += 1
+            else:
+                live[key] = len(rowbatch.decode(r.value))
+        return sum(live.values()), tombstoned
 
     async def group_progress(self, topic: str) -> dict[int, tuple[int | None, int]]:
         """Per partition of ``topic``: the workers' committed offset and the end offset."""

@@ -18,6 +18,7 @@ from .factories import app_user, now, practice, request
 pytestmark = pytest.mark.integration
 
 KEEP = 3.0
+SLACK = 10  # rows a changelog partition may hold past twice its rows
 TABLES = ("routed", "sends", "message-rows")
 
 
@@ -39,6 +40,7 @@ async def test_settled_rows_go_and_pending_ones_stay(stack_factory: Any) -> None
         APPFIRST_KEEP_SETTLED_SECONDS=str(KEEP),
         APPFIRST_KEEP_SENT_METRICS_SECONDS=str(KEEP),
         APPFIRST_RETENTION_INTERVAL_SECONDS="0.5",
+        APPFIRST_CHANGELOG_SLACK_ROWS=str(SLACK),
     )
     await stack.publish("practice-settings", "A00001", practice("A00001"))
     _, port = await stack.start_worker()
@@ -90,6 +92,18 @@ async def test_settled_rows_go_and_pending_ones_stay(stack_factory: Any) -> None
         assert time.monotonic() < deadline, {t: len(v) for t, v in live.items()}
         await asyncio.sleep(0.5)
     assert {t: rows[t] for t in TABLES} == {t: 0 for t in TABLES} | {"message-rows": 20}
+    # And the changelogs: their batches written again and the old ones tombstoned, so that
+    # what compaction leaves for a recovery is bounded by the rows, not by the writes.
+    deadline = time.monotonic() + 60
+    while True:
+        batches = {t: await stack.changelog_batches(t) for t in TABLES}
+        held = {t: rows[t] for t in TABLES}
+        bound = {t: 2 * held[t] + SLACK * stack.settings.partitions for t in TABLES}
+        if all(batches[t][0] <= bound[t] for t in TABLES):
+            break
+        assert time.monotonic() < deadline, (batches, bound)
+        await asyncio.sleep(0.5)
+    assert all(tombstoned for _, tombstoned in batches.values()), batches
     # What the rows' databases take (ROW_STORE=disk), for the operators' dashboards.
     memory = await _series(port, "appfirst_rows_memory_bytes", "database")
     on_disk = await _series(port, "appfirst_rows_disk_bytes", "database")
