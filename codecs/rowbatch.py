@@ -3,8 +3,9 @@
 A per-message table (``message-rows``, ``routed``, ``sends``) writes the rows a step of a
 worker changed in one partition as one record, not one record per row: a record per row
 was a record per event for ``message-rows`` alone. The record's key names the batch
-(``#rows/<partition>/<token>``: no message id can start with ``#``, so a batch key never
-meets a row's key written by an earlier release), its value is the rows:
+(``#rows/<partition>/<writer>/<number>``, numbered from 0 by each writer in each partition:
+no message id can start with ``#``, so a batch key never meets a row's key written by an
+earlier release), its value is the rows:
 
     b"AFRB1" then, per row: key length (2 bytes), key (UTF-8),
                             value length (4 bytes; 0xFFFFFFFF for a deleted row), value
@@ -35,10 +36,23 @@ def is_batch_key(key: object) -> bool:
     return isinstance(key, str) and key.startswith(BATCH_PREFIX)
 
 
-def new_batch_key(partition: int) -> str:
-    """A key no other batch has, on any worker (a record's order is its offset, not its
-    key)."""
-    return f"{BATCH_PREFIX}{partition}/{secrets.token_hex(8)}"
+def new_writer() -> str:
+    """A name for one table in one process: its batches are numbered under it, from 0 in
+    each partition, so that no two writers' batches share a key."""
+    return secrets.token_hex(12)
+
+
+def batch_key(partition: int, writer: str, seq: int) -> str:
+    return f"{BATCH_PREFIX}{partition}/{writer}/{seq}"
+
+
+def parse_batch_key(key: str) -> tuple[str, int]:
+    """A batch key's writer and number; ``ValueError`` if it is not one."""
+    _, _, rest = key.removeprefix(BATCH_PREFIX).partition("/")
+    writer, _, seq = rest.partition("/")
+    if not writer or not seq.isdigit():
+        raise ValueError(f"not a batch key: {key[:60]!r}")
+    return writer, int(seq)
 
 
 def _size(key: bytes, value: bytes | None) -> int:

@@ -35,7 +35,7 @@ import os
 import secrets
 import shutil
 import socket
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -45,7 +45,7 @@ from faust.streams import current_event
 from faust.types import TP, EventT
 
 if TYPE_CHECKING:
-    from appfirst.streams.app import App
+    from appfirst.streams.app import App, RowsTable
 
 PARTITION_BYTES = 2
 YIELD_EVERY = 5000  # rows read between two yields to the loop
@@ -133,14 +133,15 @@ class DiskRows(MutableMapping[str, bytes]):
 
     async def copy_rows(
         self,
-        partition: int,
+        partitions: set[int],
         put: Callable[[int, str, bytes], None],
-        chunk_done: Callable[[], None],
+        chunk_done: Callable[[], Awaitable[None]],
         still: Callable[[], bool],
     ) -> int | None:
-        """``put`` every row of ``partition`` as it is now, a chunk at a time, calling
-        ``chunk_done`` after each and yielding to the loop between them; how many, or None
-        if ``still()`` stopped holding first (checked in the step of each chunk)."""
+        """``put`` every row of ``partitions`` as it is now, a chunk at a time, awaiting
+        ``chunk_done`` after each; how many, or None if ``still()`` stopped holding first.
+        ``still()`` is checked in the step that puts each chunk, and each row is read again
+        there, as it is at that moment, not as the scan's snapshot had it."""
         copied = 0
         rows = self.db.items()
         while still():
@@ -148,16 +149,31 @@ class DiskRows(MutableMapping[str, bytes]):
             if not chunk:
                 return copied
             for key, stored in chunk:
-                if _partition_of(cast(bytes, stored)) != partition:
+                if _partition_of(cast(bytes, stored)) not in partitions:
                     continue
-                now = self.db.get(key)  # as it is now, not as the snapshot read it
-                if now is None or _partition_of(now) != partition:
+                now = self.db.get(key)
+                if now is None or (partition := _partition_of(now)) not in partitions:
                     continue
                 put(partition, cast(bytes, key).decode(), bytes(now[PARTITION_BYTES:]))
                 copied += 1
-            chunk_done()
-            await asyncio.sleep(0)
+            await chunk_done()
         return None
+
+    async def drop(self, partitions: set[int]) -> int:
+        """Delete every row of ``partitions``, a chunk at a time; how many went."""
+        if not any(self.counts.get(p) for p in partitions):
+            return 0
+        gone = 0
+        rows = self.db.items()
+        while chunk := list(itertools.islice(rows, YIELD_EVERY)):
+            for key, _ in chunk:
+                now = self.db.get(key)
+                if now is not None and _partition_of(now) in partitions:
+                    del self.db[key]
+                    self._forget(now)
+                    gone += 1
+            await asyncio.sleep(0)
+        return gone
 
     async def keep_only(self, partitions: set[int], still: Callable[[], bool]) -> int:
         """Delete the rows of every other partition while ``still()`` holds; how many went.
@@ -195,6 +211,7 @@ class DiskStore(memory.Store[str, bytes]):
         super().__init__(*args, **kwargs)
         self.data = DiskRows(self._open())
         self._rebalances = 0
+        self._owned: set[int] = set()
         self._dropping: asyncio.Future[int] | None = None
 
     def _open(self) -> rocksdict.Rdict | MemoryDb:
@@ -210,6 +227,15 @@ class DiskStore(memory.Store[str, bytes]):
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
     ) -> None:
         self._rebalances += 1  # a drop under way stops: what it keeps may be owned again
+        # A partition taken over is recovered whole (Faust reads a partition it did not
+        # own from the changelog's start): rows of it left from an earlier time this worker
+        # owned it (a drop stopped by a rebalance) may since have been deleted by another
+        # owner whose deletion compaction has removed. Gone before recovery begins, they
+        # can neither act nor be written again by a copy (streams/rowlog.py).
+        owned = cast("RowsTable", self.table).owned()
+        taken = owned - self._owned
+        self._owned = owned
+        await self.data.drop(taken)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         # In the background: the partitions' streams and the sweep wait for every table's

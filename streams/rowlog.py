@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 from appfirst.codecs import rowbatch
@@ -43,20 +43,34 @@ log = logging.getLogger("appfirst.streams")
 # that writes a row an event, as the dispatcher with providers off, would otherwise send a
 # record each turn of the loop). Any flush sends it at once.
 BATCH_WAIT_SECONDS = 0.01
+EXIT_CRASH_ONLY = 70  # as an agent that fails (streams/app.crash_only)
+
+
+@dataclass
+class Run:
+    """One writer's batches in a partition not yet tombstoned: numbers ``lo`` to ``hi``."""
+
+    lo: int
+    hi: int
 
 
 @dataclass
 class PartitionLog:
-    """What one partition's changelog holds, as recovery would read it."""
+    """What one partition's changelog holds, as recovery would read it: each writer's run
+    of batches (in the order the writers first appear, which is the order they wrote in),
+    the rows in them, and the keys of rows an earlier release wrote a record each."""
 
-    batches: dict[str, int] = field(default_factory=dict)  # key -> rows, oldest first
-    rows: int = 0  # in batches not tombstoned
-    singles: int = 0  # records of an earlier release, a row each (left to compaction)
+    runs: dict[str, Run] = field(default_factory=dict)
+    rows: int = 0
+    singles: set[str] = field(default_factory=set)
 
 
 class RowLog:
     """Every partition's ``PartitionLog``, and when one is due to be written again. Pure:
-    the table tells it what it wrote and what recovery read."""
+    the table tells it what it wrote and what recovery read. Its memory is a run per
+    writer (one per process that has owned the partition since its last copy), not an entry
+    per batch: the send ledger, whose rows are flushed one or two at a time, would
+    otherwise hold an entry per row."""
 
     def __init__(self, slack: int) -> None:
         self.slack = slack
@@ -68,19 +82,36 @@ class RowLog:
             found = self.partitions[partition] = PartitionLog()
         return found
 
-    def wrote(self, partition: int, batch: str, rows: int) -> None:
-        """A batch written or read (read again by a second recovery: counted once)."""
+    def wrote(self, partition: int, writer: str, seq: int, rows: int) -> None:
+        """A batch written, or read by recovery. A batch at or below its writer's last is
+        one read again (a partition kept through a rebalance is read from where its last
+        recovery stopped), or one tombstoned already: not counted twice."""
         plog = self._of(partition)
-        plog.rows += rows - plog.batches.get(batch, 0)
-        plog.batches[batch] = rows
+        run = plog.runs.get(writer)
+        if run is None:
+            plog.runs[writer] = Run(seq, seq)
+        elif seq > run.hi:
+            run.hi = seq
+        else:
+            return
+        plog.rows += rows
 
-    def dropped(self, partition: int, batch: str) -> None:
-        """A batch tombstoned."""
-        plog = self._of(partition)
-        plog.rows -= plog.batches.pop(batch, 0)
+    def dropped(self, partition: int, writer: str, seq: int) -> None:
+        """A batch tombstoned, read by recovery: its writer's batches up to it went with it
+        (they are tombstoned oldest first). Its rows stay counted (a batch read and then
+        tombstoned is not told apart from one never read), so a recovery can leave the
+        partition due a copy early, never late."""
+        run = self._of(partition).runs.get(writer)
+        if run is not None:
+            run.lo = max(run.lo, seq + 1)
 
-    def wrote_single(self, partition: int) -> None:
-        self._of(partition).singles += 1
+    def wrote_single(self, partition: int, key: str, deleted: bool) -> None:
+        """A record of an earlier release: a row under its own key."""
+        singles = self._of(partition).singles
+        if deleted:
+            singles.discard(key)
+        else:
+            singles.add(key)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions no longer owned: their next owner reads them afresh."""
@@ -92,10 +123,25 @@ class RowLog:
         plog = self.partitions.get(partition)
         return plog is not None and plog.rows > 2 * live + self.slack
 
-    def batches(self, partition: int) -> list[str]:
-        """The partition's batches now, oldest first."""
-        plog = self.partitions.get(partition)
-        return [] if plog is None else list(plog.batches)
+    def mark(self, partition: int) -> tuple[int, dict[str, int]]:
+        """Where the partition's changelog stands: its rows, and each writer's last batch."""
+        plog = self._of(partition)
+        return plog.rows, {writer: run.hi for writer, run in plog.runs.items()}
+
+    def cut(self, partition: int, mark: tuple[int, dict[str, int]]) -> list[tuple[str, int]]:
+        """The batches up to ``mark``, oldest first, forgotten as tombstoned: what a copy
+        begun at ``mark`` and now complete makes unneeded."""
+        rows, last = mark
+        plog = self._of(partition)
+        gone: list[tuple[str, int]] = []
+        for writer, hi in last.items():
+            run = plog.runs[writer]
+            gone += [(writer, seq) for seq in range(run.lo, hi + 1)]
+            run.lo = hi + 1
+            if run.lo > run.hi:
+                del plog.runs[writer]
+        plog.rows -= rows
+        return gone
 
 
 class BatchedChangelog:
@@ -116,6 +162,8 @@ class BatchedChangelog:
     def _init_batches(self) -> None:
         self.pending: dict[int, dict[str, bytes | None]] = {}
         self.row_log = RowLog(self.app.settings.changelog_slack_rows)
+        self.writer = rowbatch.new_writer()
+        self.next_seq: dict[int, int] = {}  # this writer's next batch number, by partition
         self._scheduled: asyncio.TimerHandle | None = None
         self.rebalances = 0
         self.app.before_flush.append(self.send_pending)
@@ -146,16 +194,22 @@ class BatchedChangelog:
     def send_pending(self) -> None:
         """Every row written since the last call, handed to the producer's buffer: a record
         per partition (per ``rowbatch.RECORD_BYTES``). Synchronous, so a flush that calls it
-        first waits for them."""
+        first waits for them. A row that cannot be handed on is state the changelog would
+        lack while its event's offset is committed: the worker exits crash-only instead."""
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
         pending, self.pending = self.pending, {}
-        for partition, rows in pending.items():
-            for value, count in rowbatch.encode(rows.items()):
-                key = rowbatch.new_batch_key(partition)
-                self._send(partition, key, value)
-                self.row_log.wrote(partition, key, count)
+        try:
+            for partition, rows in pending.items():
+                for value, count in rowbatch.encode(rows.items()):
+                    seq = self.next_seq.get(partition, 0)
+                    self.next_seq[partition] = seq + 1
+                    self._send(partition, rowbatch.batch_key(partition, self.writer, seq), value)
+                    self.row_log.wrote(partition, self.writer, seq, count)
+        except Exception:
+            log.critical("rows not handed to the producer: exiting", exc_info=True)
+            os._exit(EXIT_CRASH_ONLY)
 
     def _send(self, partition: int, key: str, value: bytes | None) -> None:
         self.changelog_topic.send_soon(
@@ -171,23 +225,21 @@ class BatchedChangelog:
     # --- recovery --------------------------------------------------------------------------
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
-        store = self.data.data
+        rows = self.data.data
         for event in batch:
             key = self._to_key(event.key)
             partition = event.message.partition
             value: bytes | None = event.message.value
             if not rowbatch.is_batch_key(key):
-                store.apply_row(partition, key, value)  # a row of an earlier release
-                self.row_log.wrote_single(partition)
-                continue
-            if value is None:
-                self.row_log.dropped(partition, key)
+                rows.apply_row(partition, key, value)  # a row of an earlier release
+                self.row_log.wrote_single(partition, key, value is None)
                 continue
             try:
-                rows = rowbatch.decode(value)
+                writer, seq = rowbatch.parse_batch_key(key)
+                decoded = None if value is None else rowbatch.decode(value)
             except ValueError as exc:
-                # Only this table's workers write here; nothing else can be done with it.
-                log.error(
+                # Only this table's workers write here: nothing else can be done with it.
+                log.critical(
                     "changelog %s partition %s offset %s: %s: skipped",
                     event.message.topic,
                     partition,
@@ -195,9 +247,12 @@ class BatchedChangelog:
                     exc,
                 )
                 continue
-            for row_key, row in rows:
-                store.apply_row(partition, row_key, row)
-            self.row_log.wrote(partition, key, len(rows))
+            if decoded is None:
+                self.row_log.dropped(partition, writer, seq)
+                continue
+            for row_key, row in decoded:
+                rows.apply_row(partition, row_key, row)
+            self.row_log.wrote(partition, writer, seq, len(decoded))
 
     async def on_rebalance(
         self,
@@ -221,38 +276,50 @@ class BatchedChangelog:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
 
     async def compact(self, ready: Callable[[], bool]) -> int:
-        """Write again every owned partition whose batches are due, then tombstone the
-        batches before; how many batches went. ``ready()``: no rebalance or recovery under
-        way (checked in the same step as every copy and every tombstone)."""
+        """Write the rows of every owned partition whose batches are due again, make them
+        durable, then tombstone the batches before; how many batches went. ``ready()``: no
+        rebalance or recovery under way. It is checked, with ownership, in the step of each
+        chunk of copies and in the step that sends the tombstones; a copy stopped by it
+        tombstones nothing (its copies, current values, are written like any row)."""
         began = self.rebalances
+        due = {p for p in self.owned() if self.row_log.due(p, self.data.data.live(p))}
 
-        def still(partition: int) -> bool:
-            return self.rebalances == began and ready() and partition in self.owned()
+        def still() -> bool:
+            return self.rebalances == began and ready() and due <= self.owned()
 
+        if not due or not still():
+            return 0
+        marks = {p: self.row_log.mark(p) for p in due}
+        producer = self.app.producer
+
+        async def chunk_done() -> None:
+            # The copies through to the broker before the next chunk: a partition of
+            # hundreds of thousands of rows never sits in the producer's buffer whole, and
+            # every copy is acknowledged before any tombstone is sent.
+            self.send_pending()
+            await producer.flush()
+
+        copied = await self.data.data.copy_rows(due, self._copy, chunk_done, still)
+        if copied is None or not still():
+            return 0
         gone = 0
-        for partition in sorted(self.owned()):
-            if not still(partition):
-                break
-            if not self.row_log.due(partition, self.data.data.live(partition)):
-                continue
-            older = self.row_log.batches(partition)
-            copied = await self.data.data.copy_rows(
-                partition, self._copy, self.send_pending, partial(still, partition)
-            )
-            if copied is None or not still(partition):
-                break  # stopped by a rebalance: nothing tombstoned
-            self.send_pending()  # the last copies first, then the tombstones, in one step
-            for key in older:
+        for partition in sorted(due):  # one step, no await: nothing can come between
+            for writer, seq in self.row_log.cut(partition, marks[partition]):
+                self._send(partition, rowbatch.batch_key(partition, writer, seq), None)
+                gone += 1
+            singles = self.row_log.partitions[partition].singles
+            for key in [k for k in singles if k not in self.data.data]:
+                # A row of an earlier release since deleted: its deletion was in a batch
+                # just tombstoned, so its own record goes too, or it would come back.
                 self._send(partition, key, None)
-                self.row_log.dropped(partition, key)
-            gone += len(older)
-            log.info(
-                "changelog %s partition %s: %s rows written again, %s batches tombstoned",
-                self.changelog_topic.get_topic_name(),
-                partition,
-                copied,
-                len(older),
-            )
+                singles.discard(key)
+        log.info(
+            "changelog %s partitions %s: %s rows written again, %s batches tombstoned",
+            self.changelog_topic.get_topic_name(),
+            sorted(due),
+            copied,
+            gone,
+        )
         return gone
 
     def _copy(self, partition: int, key: str, value: bytes) -> None:

@@ -220,3 +220,28 @@ async def test_a_record_the_broker_never_took_fails_the_flush(
     with pytest.raises(Exited):
         await asyncio.wait_for(producer.flush(), 5)
     assert reasons == ["1 records not delivered to the broker"]
+
+
+async def test_rows_held_back_go_in_before_a_flush_takes_its_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The per-message tables hold their rows back to send them as a batch
+    # (streams/rowlog.py): Faust's commit flushes after choosing its offsets, so the flush
+    # must put them in first and wait for them, or an offset could pass a row never sent.
+    app = make_app(get_settings())
+    producer = app.producer
+    buffer = _buffer()
+    monkeypatch.setattr(producer, "drainable", buffer)
+    channel = SlowChannel()
+    app.before_flush.append(lambda: buffer.put(_record(channel, 7)))
+    await buffer.start()
+    try:
+        flushing = asyncio.create_task(producer.flush())
+        await asyncio.sleep(0.05)
+        assert not flushing.done()  # waiting for the row the table held back
+        channel.go.set()
+        await asyncio.wait_for(flushing, 5)
+        assert channel.published == [7]
+    finally:
+        channel.go.set()
+        await buffer.stop()

@@ -54,26 +54,33 @@ def test_what_is_not_a_batch_is_refused(data: bytes) -> None:
 
 
 def test_batch_keys_never_meet_message_ids() -> None:
-    key = rowbatch.new_batch_key(3)
+    writer = rowbatch.new_writer()
+    key = rowbatch.batch_key(3, writer, 12)
     assert rowbatch.is_batch_key(key) and key.startswith("#rows/3/")
-    assert key != rowbatch.new_batch_key(3)
+    assert rowbatch.parse_batch_key(key) == (writer, 12)
+    assert writer != rowbatch.new_writer()
     assert not rowbatch.is_batch_key("msg-1") and not rowbatch.is_batch_key(None)
+    with pytest.raises(ValueError):
+        rowbatch.parse_batch_key("#rows/3/w/x")
 
 
 def test_the_log_counts_what_recovery_would_read() -> None:
     log = RowLog(slack=10)
-    log.wrote(0, "b1", 30)
-    log.wrote(0, "b1", 30)  # read again by a second recovery: once
-    log.wrote(0, "b2", 5)
+    log.wrote(0, "w1", 0, 30)
+    log.wrote(0, "w1", 0, 30)  # read again by a second recovery: once
+    log.wrote(0, "w2", 0, 5)
     assert log.partitions[0].rows == 35
     assert log.due(0, live=10) and not log.due(0, live=13)
-    assert log.batches(0) == ["b1", "b2"]
-    log.dropped(0, "b1")
-    log.dropped(0, "b9")  # a tombstone whose batch was compacted away
-    assert log.partitions[0].rows == 5 and log.batches(0) == ["b2"]
+    mark = log.mark(0)
+    log.wrote(0, "w2", 1, 4)  # written while a copy is under way: kept
+    assert log.cut(0, mark) == [("w1", 0), ("w2", 0)]
+    assert log.partitions[0].rows == 4 and list(log.partitions[0].runs) == ["w2"]
+    log.dropped(0, "w2", 1)  # a tombstone read back: the batches up to it went
+    log.dropped(0, "w9", 4)  # one whose batches were compacted away
+    assert log.cut(0, log.mark(0)) == []
     assert not log.due(1, live=0)
     log.forget([0])
-    assert log.batches(0) == []
+    assert 0 not in log.partitions
 
 
 @dataclass
@@ -116,6 +123,7 @@ class Table(BatchedChangelog):
             assignor=SimpleNamespace(
                 assigned_actives=lambda: {TP(name, p) for p in range(partitions)}
             ),
+            producer=SimpleNamespace(flush=self._flush),
         )
         self.changelog_topic = Changelog()
         self.rows_held = DiskRows(MemoryDb())
@@ -132,6 +140,11 @@ class Table(BatchedChangelog):
 
     def _to_key(self, key: Any) -> Any:
         return key
+
+    async def _flush(self) -> None:
+        for hold in self.app.before_flush:
+            hold()
+        await asyncio.sleep(0)
 
     def set(self, partition: int, key: str, value: bytes) -> None:
         self.partition = partition
@@ -155,9 +168,10 @@ def _recover(partitions: dict[int, list[Record]], slack: int) -> Table:
 
 
 def _cleaned(records: list[Record], upto: int) -> list[Record]:
-    """What Kafka's cleaner leaves of a partition once it has cleaned up to ``upto``: before
-    it, a record whose key comes again later goes, and so does a tombstone."""
-    last = {r.key: r.message.offset for r in records}
+    """What Kafka's cleaner leaves of a partition once it has cleaned the records before
+    ``upto`` (the active segment starts there, and the cleaner reads no further): before
+    it, a record whose key comes again before it goes, and so does a tombstone."""
+    last = {r.key: r.message.offset for r in records if r.message.offset < upto}
     return [
         r
         for r in records
@@ -206,20 +220,59 @@ async def test_a_compacted_changelog_recovers_exactly_the_rows_held(
             assert in_batches <= 2 * table.rows_held.live(partition) + slack
 
 
-async def test_a_rebalance_stops_a_copy_before_its_tombstones() -> None:
+async def test_a_rebalance_stops_a_copy_before_its_tombstones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(disk, "YIELD_EVERY", 5)
     table = Table(partitions=1, slack=0)
     for i in range(30):
         table.set(0, f"m-{i}", b"v")
         table.send_pending()
-    for i in range(30):
+    for i in range(20):
         table.delete(0, f"m-{i}")
-    table.set(0, "kept", b"v")
     table.send_pending()
     before = len(table.changelog_topic.partitions[0])
-    assert await table.compact(lambda: False) == 0
-    assert all(r.value is not None for r in table.changelog_topic.partitions[0][before:])
-    assert await table.compact(lambda: True) == 31
-    assert _recover(table.changelog_topic.partitions, 0).rows() == {"kept": b"v"}
+    chunks = 0
+
+    def ready() -> bool:  # a rebalance begins after the first chunk of copies
+        nonlocal chunks
+        chunks += 1
+        return chunks <= 2
+
+    assert await table.compact(ready) == 0
+    written = table.changelog_topic.partitions[0][before:]
+    assert written and all(r.value is not None for r in written)  # copies, no tombstone
+    assert _recover(table.changelog_topic.partitions, 0).rows() == table.rows()
+    assert await table.compact(lambda: True) == 31 + 1  # every batch, the stopped copy's too
+    log = table.changelog_topic.partitions
+    for upto in range(len(log[0]) + 1):
+        assert _recover({0: _cleaned(log[0], upto)}, 0).rows() == table.rows()
+
+
+async def test_rows_of_an_earlier_release_are_read_and_never_come_back() -> None:
+    # An earlier release wrote a record per row, under the message id.
+    table = Table(partitions=1, slack=0)
+    old = table.changelog_topic
+    for i in range(10):
+        old.send_soon(key=f"m-{i}", value=f"old-{i}".encode(), partition=0)
+    old.send_soon(key="m-9", value=None, partition=0)
+    upgraded = _recover(old.partitions, 0)
+    assert upgraded.rows() == {f"m-{i}": f"old-{i}".encode() for i in range(9)}
+    upgraded.changelog_topic = old  # the new release writes on
+    for i in range(5):
+        upgraded.delete(0, f"m-{i}")  # settled and deleted, in a batch
+    for n in range(3):  # the rows still held, written again: enough for a copy to be due
+        for i in range(5, 9):
+            upgraded.set(0, f"m-{i}", f"new-{i}-{n}".encode())
+        upgraded.send_pending()
+    assert await upgraded.compact(lambda: True) > 0
+    log = old.partitions[0]
+    # Every deleted row's own record is tombstoned with the batch that deleted it: once the
+    # cleaner has removed that batch, it cannot come back.
+    gone = {r.key for r in log if r.value is None and not rowbatch.is_batch_key(r.key)}
+    assert {f"m-{i}" for i in range(5)} <= gone
+    for upto in range(len(log) + 1):
+        assert _recover({0: _cleaned(log, upto)}, 0).rows() == upgraded.rows()
 
 
 async def test_a_flush_takes_the_rows_held_back() -> None:
