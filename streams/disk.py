@@ -232,10 +232,17 @@ class DiskStore(memory.Store[str, bytes]):
         # owned it (a drop stopped by a rebalance) may since have been deleted by another
         # owner whose deletion compaction has removed. Gone before recovery begins, they
         # can neither act nor be written again by a copy (streams/rowlog.py).
-        owned = cast("RowsTable", self.table).owned()
+        table = cast("RowsTable", self.table)
+        owned = table.owned()
         taken = owned - self._owned
         self._owned = owned
         await self.data.drop(taken)
+        # And read from the start, whatever Faust recalls of an earlier time (it forgets
+        # where it stopped when a partition is revoked, but not on every path).
+        changelog = table.changelog_topic.get_topic_name()
+        offsets = cast(Any, self.app).tables.recovery.active_offsets
+        for partition in taken:
+            offsets.pop(TP(changelog, partition), None)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         # In the background: the partitions' streams and the sweep wait for every table's

@@ -48,17 +48,21 @@ EXIT_CRASH_ONLY = 70  # as an agent that fails (streams/app.crash_only)
 
 @dataclass
 class Run:
-    """One writer's batches in a partition not yet tombstoned: numbers ``lo`` to ``hi``."""
+    """One writer's batches in a partition not yet tombstoned: numbers ``lo`` to ``hi``,
+    and the rows in them. A writer is one table of one process between two rebalances or
+    copies (``BatchedChangelog.new_writer``), so its batches are one stretch of the log."""
 
     lo: int
     hi: int
+    rows: int
 
 
 @dataclass
 class PartitionLog:
     """What one partition's changelog holds, as recovery would read it: each writer's run
-    of batches (in the order the writers first appear, which is the order they wrote in),
-    the rows in them, and the keys of rows an earlier release wrote a record each."""
+    of batches, in the order the writers first appear, which is log order (a writer's
+    batches are one stretch of it); the rows in them; and the keys of rows an earlier
+    release wrote a record each."""
 
     runs: dict[str, Run] = field(default_factory=dict)
     rows: int = 0
@@ -68,9 +72,8 @@ class PartitionLog:
 class RowLog:
     """Every partition's ``PartitionLog``, and when one is due to be written again. Pure:
     the table tells it what it wrote and what recovery read. Its memory is a run per
-    writer (one per process that has owned the partition since its last copy), not an entry
-    per batch: the send ledger, whose rows are flushed one or two at a time, would
-    otherwise hold an entry per row."""
+    writer since the partition's last copy, not an entry per batch: the send ledger, whose
+    rows are flushed one or two at a time, would otherwise hold an entry per row."""
 
     def __init__(self, slack: int) -> None:
         self.slack = slack
@@ -85,25 +88,29 @@ class RowLog:
     def wrote(self, partition: int, writer: str, seq: int, rows: int) -> None:
         """A batch written, or read by recovery. A batch at or below its writer's last is
         one read again (a partition kept through a rebalance is read from where its last
-        recovery stopped), or one tombstoned already: not counted twice."""
+        recovery stopped): not counted twice."""
         plog = self._of(partition)
         run = plog.runs.get(writer)
         if run is None:
-            plog.runs[writer] = Run(seq, seq)
+            run = plog.runs[writer] = Run(seq, seq, 0)
         elif seq > run.hi:
             run.hi = seq
         else:
             return
+        run.rows += rows
         plog.rows += rows
 
     def dropped(self, partition: int, writer: str, seq: int) -> None:
         """A batch tombstoned, read by recovery: its writer's batches up to it went with it
-        (they are tombstoned oldest first). Its rows stay counted (a batch read and then
-        tombstoned is not told apart from one never read), so a recovery can leave the
-        partition due a copy early, never late."""
-        run = self._of(partition).runs.get(writer)
-        if run is not None:
-            run.lo = max(run.lo, seq + 1)
+        (tombstones go oldest first, a writer's run whole)."""
+        plog = self._of(partition)
+        run = plog.runs.get(writer)
+        if run is None:
+            return
+        run.lo = max(run.lo, seq + 1)
+        if run.lo > run.hi:
+            plog.rows -= run.rows
+            del plog.runs[writer]
 
     def wrote_single(self, partition: int, key: str, deleted: bool) -> None:
         """A record of an earlier release: a row under its own key."""
@@ -123,24 +130,21 @@ class RowLog:
         plog = self.partitions.get(partition)
         return plog is not None and plog.rows > 2 * live + self.slack
 
-    def mark(self, partition: int) -> tuple[int, dict[str, int]]:
-        """Where the partition's changelog stands: its rows, and each writer's last batch."""
-        plog = self._of(partition)
-        return plog.rows, {writer: run.hi for writer, run in plog.runs.items()}
+    def mark(self, partition: int) -> list[str]:
+        """The partition's writers so far: a copy begun now, by a new writer, makes every
+        batch of theirs unneeded once it is complete."""
+        return list(self._of(partition).runs)
 
-    def cut(self, partition: int, mark: tuple[int, dict[str, int]]) -> list[tuple[str, int]]:
-        """The batches up to ``mark``, oldest first, forgotten as tombstoned: what a copy
-        begun at ``mark`` and now complete makes unneeded."""
-        rows, last = mark
+    def cut(self, partition: int, mark: list[str]) -> list[tuple[str, int]]:
+        """Every batch of the writers in ``mark``, oldest first, forgotten as tombstoned."""
         plog = self._of(partition)
         gone: list[tuple[str, int]] = []
-        for writer, hi in last.items():
-            run = plog.runs[writer]
-            gone += [(writer, seq) for seq in range(run.lo, hi + 1)]
-            run.lo = hi + 1
-            if run.lo > run.hi:
-                del plog.runs[writer]
-        plog.rows -= rows
+        for writer in mark:
+            run = plog.runs.pop(writer, None)
+            if run is None:
+                continue
+            gone += [(writer, seq) for seq in range(run.lo, run.hi + 1)]
+            plog.rows -= run.rows
         return gone
 
 
@@ -162,11 +166,17 @@ class BatchedChangelog:
     def _init_batches(self) -> None:
         self.pending: dict[int, dict[str, bytes | None]] = {}
         self.row_log = RowLog(self.app.settings.changelog_slack_rows)
-        self.writer = rowbatch.new_writer()
-        self.next_seq: dict[int, int] = {}  # this writer's next batch number, by partition
+        self.new_writer()
         self._scheduled: asyncio.TimerHandle | None = None
         self.rebalances = 0
         self.app.before_flush.append(self.send_pending)
+
+    def new_writer(self) -> None:
+        """Number the batches from here on under a new name: at every rebalance and every
+        copy, so that a writer's batches are one stretch of each partition's log, and the
+        order writers first appear in is the order to tombstone them in."""
+        self.writer = rowbatch.new_writer()
+        self.next_seq: dict[int, int] = {}  # this writer's next batch number, by partition
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -262,6 +272,7 @@ class BatchedChangelog:
         generation_id: int = 0,
     ) -> None:
         self.rebalances += 1  # a copy under way stops before its tombstones
+        self.new_writer()
         # The assignment is the new one by now: what is no longer owned is read afresh by
         # its next owner, and by this worker if it comes back.
         self.row_log.forget(set(self.row_log.partitions) - self.owned())
@@ -285,11 +296,17 @@ class BatchedChangelog:
         due = {p for p in self.owned() if self.row_log.due(p, self.data.data.live(p))}
 
         def still() -> bool:
-            return self.rebalances == began and ready() and due <= self.owned()
+            return (
+                self.rebalances == began
+                and ready()
+                and not self.app.should_stop
+                and due <= self.owned()
+            )
 
         if not due or not still():
             return 0
         marks = {p: self.row_log.mark(p) for p in due}
+        self.new_writer()  # in the same step: every batch from here on is after the marks
         producer = self.app.producer
 
         async def chunk_done() -> None:
@@ -300,19 +317,24 @@ class BatchedChangelog:
             await producer.flush()
 
         copied = await self.data.data.copy_rows(due, self._copy, chunk_done, still)
-        if copied is None or not still():
+        if copied is None:
+            return 0
+        await chunk_done()  # also what was held back when there was nothing to copy
+        if not still():
             return 0
         gone = 0
         for partition in sorted(due):  # one step, no await: nothing can come between
+            # Oldest first, so that a crash part-way leaves no later value tombstoned with
+            # an earlier one standing. A row an earlier release wrote as a record of its
+            # own, deleted since: that record is older than any batch, and goes first (its
+            # deletion is in a batch tombstoned below; without this it would come back).
+            singles = self.row_log.partitions[partition].singles
+            for key in [k for k in singles if k not in self.data.data]:
+                self._send(partition, key, None)
+                singles.discard(key)
             for writer, seq in self.row_log.cut(partition, marks[partition]):
                 self._send(partition, rowbatch.batch_key(partition, writer, seq), None)
                 gone += 1
-            singles = self.row_log.partitions[partition].singles
-            for key in [k for k in singles if k not in self.data.data]:
-                # A row of an earlier release since deleted: its deletion was in a batch
-                # just tombstoned, so its own record goes too, or it would come back.
-                self._send(partition, key, None)
-                singles.discard(key)
         log.info(
             "changelog %s partitions %s: %s rows written again, %s batches tombstoned",
             self.changelog_topic.get_topic_name(),

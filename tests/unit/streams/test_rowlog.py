@@ -72,12 +72,15 @@ def test_the_log_counts_what_recovery_would_read() -> None:
     assert log.partitions[0].rows == 35
     assert log.due(0, live=10) and not log.due(0, live=13)
     mark = log.mark(0)
-    log.wrote(0, "w2", 1, 4)  # written while a copy is under way: kept
+    log.wrote(0, "w3", 0, 4)  # the copy's writer, and what is written meanwhile: kept
     assert log.cut(0, mark) == [("w1", 0), ("w2", 0)]
-    assert log.partitions[0].rows == 4 and list(log.partitions[0].runs) == ["w2"]
-    log.dropped(0, "w2", 1)  # a tombstone read back: the batches up to it went
+    assert log.partitions[0].rows == 4 and list(log.partitions[0].runs) == ["w3"]
+    log.wrote(0, "w3", 1, 6)
+    log.dropped(0, "w3", 0)  # tombstones read back by a recovery: the run goes when whole
+    assert log.partitions[0].rows == 10
+    log.dropped(0, "w3", 1)
     log.dropped(0, "w9", 4)  # one whose batches were compacted away
-    assert log.cut(0, log.mark(0)) == []
+    assert log.partitions[0].rows == 0 and log.cut(0, log.mark(0)) == []
     assert not log.due(1, live=0)
     log.forget([0])
     assert 0 not in log.partitions
@@ -124,6 +127,7 @@ class Table(BatchedChangelog):
                 assigned_actives=lambda: {TP(name, p) for p in range(partitions)}
             ),
             producer=SimpleNamespace(flush=self._flush),
+            should_stop=False,
         )
         self.changelog_topic = Changelog()
         self.rows_held = DiskRows(MemoryDb())
@@ -283,3 +287,71 @@ async def test_a_flush_takes_the_rows_held_back() -> None:
         hold()
     [record] = table.changelog_topic.partitions[0]
     assert rowbatch.decode(record.value or b"") == [("m-1", b"v")]
+
+
+def _cleaning_changes_nothing(records: list[Record]) -> None:
+    """Cut the log at every point (a crash there), and let the cleaner work up to points
+    before the cut: recovery must read the same rows as from the log uncleaned."""
+    for end in range(len(records) + 1):
+        cut = records[:end]
+        want = _recover({0: cut}, 0).rows()
+        for upto in {end // 3, 2 * end // 3, end}:
+            assert _recover({0: _cleaned(cut, upto)}, 0).rows() == want, (end, upto)
+
+
+def _take_over(table: Table, log: Changelog) -> None:
+    """``table``'s process takes partition 0 over: its rows dropped, the log read from the
+    start, a new writer (as ``RowsTable`` does on a rebalance)."""
+    table.rows_held.clear()
+    table.row_log.forget([0])
+    table.new_writer()
+    table.changelog_topic = log
+    table.apply_changelog_batch(log.partitions.get(0, []))
+
+
+async def test_ownership_going_back_and_forth_never_brings_a_row_back() -> None:
+    rng = random.Random(7)
+    log = Changelog()
+    workers = [Table(partitions=1, slack=4), Table(partitions=1, slack=4)]
+    keys = [f"m-{i}" for i in range(12)]
+    owner = workers[0]
+    owner.changelog_topic = log
+    for step in range(400):
+        if rng.random() < 0.04:  # a rebalance: the other worker (or the same) takes over
+            owner.send_pending()
+            owner = rng.choice(workers)
+            _take_over(owner, log)
+        key = rng.choice(keys)
+        if rng.random() < 0.4:
+            owner.delete(0, key)
+        else:
+            owner.set(0, key, f"{key}@{step}".encode())
+        if rng.random() < 0.2:
+            owner.send_pending()
+        if rng.random() < 0.05:
+            await owner.compact(lambda: True)
+    owner.send_pending()
+    assert _recover(log.partitions, 0).rows() == owner.rows()
+    _cleaning_changes_nothing(log.partitions[0])
+
+
+async def test_a_crash_while_a_copy_tombstones_leaves_what_was_held() -> None:
+    table = Table(partitions=1, slack=0)
+    old = table.changelog_topic
+    for i in range(6):  # rows of an earlier release, some deleted since
+        old.send_soon(key=f"s-{i}", value=b"old", partition=0)
+    _take_over(table, old)
+    for i in range(3):
+        table.delete(0, f"s-{i}")
+    for n in range(4):
+        for i in range(10):
+            table.set(0, f"m-{i}", f"v{n}".encode())
+        table.delete(0, f"m-{n}")
+        table.send_pending()
+    start = len(old.partitions[0])
+    assert await table.compact(lambda: True) > 0
+    held = table.rows()
+    for end in range(start, len(old.partitions[0]) + 1):  # the worker dies here
+        cut = old.partitions[0][:end]
+        for upto in range(end + 1):
+            assert _recover({0: _cleaned(cut, upto)}, 0).rows() == held, (end, upto)
