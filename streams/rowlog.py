@@ -18,12 +18,16 @@ earlier release, a row each under the message id, are read the same way.
 Kafka compacts by key, so nothing would leave the changelog on its own. Once a partition's
 batches hold more than ``2 x rows + APPFIRST_CHANGELOG_SLACK_ROWS`` rows (``RowLog.due``),
 the worker writes every row of the partition again, as it is now, into new batches, then
-tombstones every batch written before it began, oldest first; compaction removes them. The
-copies go through the same pending rows as every write, so a row written meanwhile is never
-overtaken by an older copy. A batch is tombstoned only after every batch before it, so
-recovery never reads a row's older value with its later one gone. The rows are read again
-a chunk at a time, yielding to the loop; a rebalance stops the copy before its tombstones
-(the partition's next owner copies again when it is due).
+tombstones every batch written before it began; compaction removes them. The copies go
+through the same pending rows as every write, so a row written meanwhile is never
+overtaken by an older copy, and each chunk of them is acknowledged by the broker before the
+next is read and before any tombstone goes. The tombstones go in one step, in log order
+(batches are numbered under a writer name that changes at every rebalance and every copy,
+so a writer's batches are one stretch of the log), so that a crash part-way, or a cleaner
+that has read only part of them, never leaves a row's older value standing with its later
+one gone; a row an earlier release wrote as a record of its own, deleted since, has that
+record tombstoned first. A rebalance, a recovery or a stop stops the copy before its
+tombstones (the partition's owner copies again when it is due).
 """
 
 from __future__ import annotations
