@@ -34,6 +34,7 @@ from appfirst.streams.app import (
 from appfirst.streams.broadcast import Apply, BroadcastTable
 from appfirst.streams.io import Io
 from appfirst.streams.retention import Retention
+from appfirst.streams.rowlog import CHANGELOG_CONFIGS
 from appfirst.streams.topics import Topics
 
 V = TypeVar("V")
@@ -149,6 +150,7 @@ class Context:
                 value_type=bytes if raw_values else None,
                 partitions=self.settings.partitions,
                 beacon=self.app.tables.beacon,
+                extra_topic_configs=CHANGELOG_CONFIGS if per_message else None,
             )
         )
         if per_message:

@@ -48,6 +48,10 @@ log = logging.getLogger("appfirst.streams")
 # record each turn of the loop). Any flush sends it at once.
 BATCH_WAIT_SECONDS = 0.01
 EXIT_CRASH_ONLY = 70  # as an agent that fails (streams/app.crash_only)
+# Given to these changelogs when they are created: Kafka's cleaner works on closed segments
+# only, and by default a segment stays open a week (or to 1 GiB), so the batches a copy
+# tombstones would stay, and be read by every recovery, for days.
+CHANGELOG_CONFIGS = {"segment.ms": str(3600 * 1000)}
 
 
 @dataclass

@@ -90,3 +90,13 @@ def test_readiness_waits_for_the_tables_routing_needs_in_each_role() -> None:
         for table in loading:
             table.ready.set()
         assert health._broadcast_tables_loaded(), role
+
+
+def test_the_per_message_changelogs_are_made_for_the_cleaner() -> None:
+    # Their batches are tombstoned by copies (streams/rowlog.py); the cleaner removes them
+    # only from closed segments, so the segments must close within hours, not a week.
+    built = create_app(settings_from_env({}))
+    tables = built.app.tables
+    for name in ("message-rows", "routed", "sends"):
+        assert tables[name].changelog_topic.config == {"segment.ms": "3600000"}, name
+    assert not tables["arm-stats"].changelog_topic.config
