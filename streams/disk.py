@@ -161,38 +161,30 @@ class DiskRows(MutableMapping[str, bytes]):
 
     async def drop(self, partitions: set[int]) -> int:
         """Delete every row of ``partitions``, a chunk at a time; how many went."""
-        if not any(self.counts.get(p) for p in partitions):
-            return 0
-        gone = 0
-        rows = self.db.items()
-        while chunk := list(itertools.islice(rows, YIELD_EVERY)):
-            for key, _ in chunk:
-                now = self.db.get(key)
-                if now is not None and _partition_of(now) in partitions:
-                    del self.db[key]
-                    self._forget(now)
-                    gone += 1
-            await asyncio.sleep(0)
-        return gone
+        return await self._delete(lambda p: p in partitions, lambda: True)
 
     async def keep_only(self, partitions: set[int], still: Callable[[], bool]) -> int:
         """Delete the rows of every other partition while ``still()`` holds; how many went.
+        It stops at the first chunk after ``still()`` no longer holds (a rebalance began:
+        the partitions owned are no longer ``partitions``)."""
+        return await self._delete(lambda p: p not in partitions, still)
+
+    async def _delete(self, doomed: Callable[[int], bool], still: Callable[[], bool]) -> int:
+        """Delete the rows of every partition ``doomed`` names, while ``still()`` holds.
 
         Reads nothing unless such a row is left (the counts say). Reads the rows a chunk at
-        a time, yielding to the loop between chunks (a national worker holds millions),
-        and stops at the first chunk after ``still()`` no longer holds (a rebalance began:
-        the partitions owned are no longer ``partitions``). Each row is read again as it
-        is deleted, in the same step of the loop."""
-        if not any(n for p, n in self.counts.items() if p not in partitions):
+        a time, yielding to the loop between chunks (a national worker holds millions).
+        Each row is read again as it is deleted, in the same step of the loop."""
+        if not any(n for p, n in self.counts.items() if n and doomed(p)):
             return 0
         gone = 0
         rows = self.db.items()
         while still() and (chunk := list(itertools.islice(rows, YIELD_EVERY))):
             for key, stored in chunk:
-                if _partition_of(cast(bytes, stored)) in partitions:
+                if not doomed(_partition_of(cast(bytes, stored))):
                     continue
                 now = self.db.get(key)  # as it is now, not as the snapshot read it
-                if now is None or _partition_of(now) in partitions:
+                if now is None or not doomed(_partition_of(now)):
                     continue
                 del self.db[key]
                 self._forget(now)
@@ -221,7 +213,10 @@ class DiskStore(memory.Store[str, bytes]):
     def apply_changelog_batch(
         self, batch: Iterable[EventT[Any]], to_key: Any, to_value: Any
     ) -> None:
-        raise NotImplementedError("RowsTable reads its changelog itself (streams/rowlog.py)")
+        # Faust's table calls its store with each record; ``RowsTable`` reads the batches
+        # itself and gives the store rows (``apply_row``). Anything asking the store is
+        # answered the same way, never as one row per record.
+        cast("RowsTable", self.table).apply_changelog_batch(batch)
 
     async def on_rebalance(
         self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0

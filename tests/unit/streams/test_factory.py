@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
+from appfirst.codecs import rowbatch
 from appfirst.settings import settings_from_env
 from appfirst.streams.worker import ROLES, create_app
 
@@ -100,3 +102,16 @@ def test_the_per_message_changelogs_are_made_for_the_cleaner() -> None:
     for name in ("message-rows", "routed", "sends"):
         assert tables[name].changelog_topic.config == {"segment.ms": "3600000"}, name
     assert not tables["arm-stats"].changelog_topic.config
+
+
+def test_a_rows_store_reads_its_changelog_as_its_table_does() -> None:
+    # Faust's table asks its store to apply changelog records; a store of rows answers as
+    # its table does, a batch of rows a record (streams/rowlog.py).
+    built = create_app(settings_from_env({"APPFIRST_ROW_STORE": "memory"}))
+    table = built.app.tables["routed"]
+    [(value, _)] = list(rowbatch.encode([("m-1", b'{"a":1}')]))
+    message = SimpleNamespace(topic="t", partition=2, offset=0, value=value)
+    record = SimpleNamespace(key=rowbatch.batch_key(2, "w", 0), value=value, message=message)
+    table.data.apply_changelog_batch([record], to_key=None, to_value=None)
+    assert table.data.data.get("m-1") == b'{"a":1}' and table.data.data.live(2) == 1
+    assert table.row_log.partitions[2].rows == 1
