@@ -98,6 +98,10 @@ async def _run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             console.print(f"  {results['pipeline']['events_per_second']:,.0f} events/s")
             results["bare"] = await scenarios.bare(broker.url, workdir, traffic)
             console.print(f"  bare Faust: {results['bare']['events_per_second']:,.0f} events/s")
+            results["hops"] = await scenarios.hops(broker.url, workdir, traffic)
+            console.print(
+                f"  Faust over the same hops: {results['hops']['events_per_second']:,.0f} events/s"
+            )
         if "routing" in wanted:
             console.print(f"routing only: {messages:,} requests, appfirst and plain Faust, 3 each")
             results["routing"] = await scenarios.routing(broker.url, workdir, traffic)
@@ -191,6 +195,16 @@ def table(results: dict[str, Any]) -> Table:
             row("records the worker wrote per event", f"{per_event:.1f}", "<= 2.0", per_event <= 2)
         row("bare Faust events/s (decode only)", f"{b['events_per_second']:,.0f}", "", None)
         row("pipeline / bare", f"{ratio:.2f}", ">= 0.3", ratio >= 0.3)
+        if h := results.get("hops"):
+            ceiling = h["events_per_second"] / b["events_per_second"]
+            row(
+                "plain Faust over the pipeline's hops, no work: events/s, / bare",
+                f"{h['events_per_second']:,.0f}, {ceiling:.2f}",
+                "",
+                None,
+            )
+            floor = p["events_per_second"] / h["events_per_second"]
+            row("pipeline / plain Faust over the same hops", f"{floor:.2f}", "", None)
     if r := results.get("routing"):
         row(
             f"routing only ({r['messages']:,}): appfirst / plain Faust, medians",

@@ -89,19 +89,47 @@ async def pipeline(
 
 async def bare(broker: str, workdir: Path, traffic: Traffic) -> dict[str, Any]:
     """The same events through a Faust agent that only decodes them."""
-    bench = Bench(broker, "bare.", workdir)
-    group = f"{bench.prefix}bare"
-    topics = SETUP_TOPICS + LOAD_TOPICS
+    return await _plain(broker, workdir, traffic, "bare", SETUP_TOPICS + LOAD_TOPICS)
+
+
+async def hops(broker: str, workdir: Path, traffic: Traffic) -> dict[str, Any]:
+    """The same events carried by plain Faust over the pipeline's hops, with no work of
+    appfirst's own (``bench/hops.py``): the ceiling of any pipeline of this shape here."""
+    topics = SETUP_TOPICS + LOAD_TOPICS + ("router-by-patient", "dispatches")
+    result = await _plain(broker, workdir, traffic, "hops", topics)
+    # Committed everything, and carried every request over every hop: else the floor
+    # would be measured on less work than it claims.
+    requests = len(traffic.topics["send-requests"])
+    for topic in ("router-by-patient", "dispatches", "message-status"):
+        carried = sum((await _end_offsets(Bench(broker, "hops.", workdir), topic)).values())
+        if carried != requests:
+            raise RuntimeError(f"hops carried {carried} of {requests} requests to {topic}")
+    return result
+
+
+async def _plain(
+    broker: str, workdir: Path, traffic: Traffic, module: str, topics: tuple[str, ...]
+) -> dict[str, Any]:
+    """``bench.<module>``, a plain Faust worker of group ``<module>``, timed from the first
+    load record produced until it has committed every record of ``topics``."""
+    bench = Bench(broker, f"{module}.", workdir)
+    group = f"{bench.prefix}{module}"
     try:
         await bench.create_topics()
         await _load(bench, traffic, SETUP_TOPICS)
-        bench.start_module("bench.bare", "bare.log")
+        proc = bench.start_module(f"bench.{module}", f"{module}.log")
         await wait_caught_up(bench.settings, group, SETUP_TOPICS, timeout=120)
+        cpu0 = cpu_seconds(proc.pid)
         start = time.perf_counter()
         events = await _load(bench, traffic, LOAD_TOPICS)
         end = await wait_caught_up(bench.settings, group, topics, timeout=900)
         seconds = end - start
-        return {"events": events, "seconds": seconds, "events_per_second": events / seconds}
+        return {
+            "events": events,
+            "seconds": seconds,
+            "events_per_second": events / seconds,
+            "cpu_seconds": cpu_seconds(proc.pid) - cpu0,
+        }
     finally:
         bench.stop_all()
 

@@ -35,6 +35,7 @@ def test_the_table_says_met_or_missed_against_each_target() -> None:
     results = {
         "pipeline": {"messages_per_second": 300, "events_per_second": 700},
         "bare": {"events_per_second": 1000},
+        "hops": {"events_per_second": 250},
         "scaleout": {"events_per_second": 900},
         "deadlines": {
             "pending": 10,
@@ -52,6 +53,8 @@ def test_the_table_says_met_or_missed_against_each_target() -> None:
     assert "pipeline / bare" in text and "0.70" in text
     lines = {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
     assert "met" in lines["pipeline / bare"]
+    assert "250, 0.25" in lines["plain Faust over the pipeline's hops, no work: events/s, / bare"]
+    assert "2.80" in lines["pipeline / plain Faust over the same hops"]
     assert "missed" in lines["RSS per pending deadline"]
     assert "missed" in lines["scale-out: 2 workers / 1"]
     assert "met" in lines["early fallbacks"]
