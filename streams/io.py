@@ -85,6 +85,7 @@ class Io:
         self.decoders: dict[type[Event], Decoder[Any]] = {}
         self.encoders: dict[type[Event], Encoder[Any]] = {}
         self.outbox: Outbox | None = None
+        self._read_ok: dict[str, Any] = {}  # topic -> appfirst_records_in_total{outcome="ok"}
 
     def decoder(self, model: type[E]) -> Decoder[E]:
         found = self.decoders.get(model)
@@ -141,7 +142,15 @@ class Io:
 
     def count_in(self, event: Any) -> None:
         """One record read by one agent (a topic read by four agents counts four times)."""
-        telemetry.records_in.labels(self.short_topic(event.message.topic), "ok").inc()
+        topic = event.message.topic
+        counter = self._read_ok.get(topic)
+        if counter is None:
+            # A child per topic, found once: labels() takes a lock and builds a tuple, on
+            # every record read.
+            counter = self._read_ok[topic] = telemetry.records_in.labels(
+                self.short_topic(topic), "ok"
+            )
+        counter.inc()
 
     def divert_to(self, outbox: Outbox | None) -> None:
         """Send to ``outbox`` (None: to Kafka again), and make ``durable()`` return at once."""

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from phonenumbers import PhoneNumberType
 
-from appfirst.rules.contact import gsm7_length, normalise_uk_mobile, sms_fragments
+from appfirst.rules.contact import (
+    _GSM7_BASIC,
+    _GSM7_EXTENSION,
+    gsm7_length,
+    normalise_uk_mobile,
+    sms_fragments,
+)
 from appfirst.rules.nhs_number import check_digit, is_valid_nhs_number
 
 # --- SMS fragments ----------------------------------------------------------------------
@@ -110,7 +118,54 @@ def test_fragments_are_positive_and_monotone(body: str) -> None:
     assert sms_fragments(body + "a") >= fragments
 
 
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.text(st.sampled_from([*sorted(_GSM7_BASIC | _GSM7_EXTENSION), "é", "ş", "😀"])))
+def test_gsm7_length_counts_each_character_as_the_loop_does(body: str) -> None:
+    # The reference: every character one septet, extension characters two, any other
+    # character UCS-2. The function counts a body of basic characters without its loop.
+    reference: int | None = 0
+    for ch in body:
+        if ch in _GSM7_BASIC:
+            reference = None if reference is None else reference + 1
+        elif ch in _GSM7_EXTENSION:
+            reference = None if reference is None else reference + 2
+        else:
+            reference = None
+    assert gsm7_length(body) == reference
+
+
 # --- UK mobiles -------------------------------------------------------------------------
+
+
+def _normalise_as_first_written(raw: str) -> str | None:
+    """The first version, which asked phonenumbers both whether a number is valid and what
+    type it is."""
+    if not raw.strip():
+        return None
+    try:
+        number = phonenumbers.parse(raw, "GB")
+    except phonenumbers.NumberParseException:
+        return None
+    if number.country_code != 44 or not phonenumbers.is_valid_number(number):
+        return None
+    if phonenumbers.number_type(number) not in (
+        PhoneNumberType.MOBILE,
+        PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_PREFIXES = ["07", "7", "+447", "+44 (0)7", "0044 7", "+44", "0", "+441", "01", "+1", "+353"]
+
+
+@settings(max_examples=2000, deadline=None, database=None)
+@given(st.sampled_from(_PREFIXES), st.text("0123456789", min_size=0, max_size=12))
+def test_normalise_decides_as_the_first_version_did(prefix: str, digits: str) -> None:
+    # Every UK range phonenumbers knows (mobile, pager, personal, Crown dependencies, fixed
+    # lines), right lengths and wrong: asking the type alone decides as asking both did.
+    raw = prefix + digits
+    assert normalise_uk_mobile(raw) == _normalise_as_first_written(raw)
 
 
 @pytest.mark.parametrize(
