@@ -9,12 +9,13 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from appfirst import telemetry
 from appfirst.codecs import Decoder, Encoder
 from appfirst.codecs.confluent import SchemaRegistry
 from appfirst.errors import DecodeError
+from appfirst.streams.producer import DrainableProducer
 from appfirst.topics.models import DeadLetter, Event
 
 if TYPE_CHECKING:
@@ -157,28 +158,28 @@ class Io:
         self.outbox = outbox
 
     async def send(
-        self, topic: Any, key: bytes | None, value: bytes, **options: Any
+        self, topic: Any, key: bytes | None, value: bytes, partition: int | None = None
     ) -> asyncio.Future[Any] | None:
-        """``topic.send``, counted in ``appfirst_records_out_total`` once the broker answers.
+        """A record to ``topic`` (by key, or to ``partition``), handed to the producer
+        (``DrainableProducer.send_record``) and counted in ``appfirst_records_out_total``
+        once the broker answers.
 
         Returns the record's own delivery future (the broker's acknowledgement of this record
-        alone), or None if the producer had already waited for it."""
-        name = self.short_topic(topic.get_topic_name())
+        alone), or None if it went to an outbox."""
+        full = topic.get_topic_name()
+        name = self.short_topic(full)
         if self.outbox is not None:
             self.outbox.records.append((name, key, value))
-            self.outbox.partitions.append(options.get("partition"))
+            self.outbox.partitions.append(partition)
             return None
         try:
-            pending = await topic.send(key=key, value=value, **options)
+            producer = cast(DrainableProducer, self.app.producer)
+            pending = await producer.send_record(full, key, value, partition)
         except Exception:
             telemetry.records_out.labels(name, "error").inc()
             raise
-        if isinstance(pending, asyncio.Future):
-            pending.add_done_callback(partial(self._sent, name))
-            return pending
-        # already written (a producer that waits): nothing more to hear
-        telemetry.records_out.labels(name, "ok").inc()
-        return None
+        pending.add_done_callback(partial(self._sent, name))
+        return pending
 
     async def send_acknowledged(self, topic: Any, key: bytes | None, value: bytes) -> None:
         """``send``, returning once the broker has acknowledged this record (acks=all), or
