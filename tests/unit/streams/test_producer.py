@@ -245,3 +245,46 @@ async def test_rows_held_back_go_in_before_a_flush_takes_its_mark(
     finally:
         channel.go.set()
         await buffer.stop()
+
+
+class FakeAiokafka:
+    """aiokafka's producer as ``send_record`` and ``flush`` use it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, int | None]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None, partition: int | None
+    ) -> asyncio.Future[Any]:
+        self.sent.append((topic, value, key, partition))
+        self.futures.append(asyncio.get_running_loop().create_future())
+        return self.futures[-1]
+
+    async def flush(self) -> None:
+        await asyncio.gather(*self.futures, return_exceptions=True)
+
+
+async def test_a_record_sent_straight_to_aiokafka_is_accounted_for_by_the_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Io.send skips Faust's Topic.send: what it sends must still fail a flush if the
+    # broker never takes it, or Faust would commit past an output that was lost.
+    app = make_app(get_settings())
+    reasons = _exits(monkeypatch)
+    producer = app.producer
+    monkeypatch.setattr(producer, "drainable", _buffer())
+    monkeypatch.setattr(producer, "undelivered", 0)
+    fake = FakeAiokafka()
+    monkeypatch.setattr(producer, "_producer", fake)
+    taken = await producer.send_record("appfirst.dispatches", b"m-1", b"{}", None)
+    lost = await producer.send_record("appfirst.metric-facts", None, b"[]", 3)
+    assert fake.sent == [
+        ("appfirst.dispatches", b"{}", b"m-1", None),  # partitioned by key, by aiokafka
+        ("appfirst.metric-facts", b"[]", None, 3),
+    ]
+    taken.set_result(None)
+    lost.set_exception(TimeoutError("batch expired"))
+    with pytest.raises(Exited):
+        await asyncio.wait_for(producer.flush(), 5)
+    assert reasons == ["1 records not delivered to the broker"]
