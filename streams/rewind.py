@@ -62,13 +62,14 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
+from appfirst.streams.deliver import InlineDelivery
 from appfirst.streams.take import TakeStream
 
 log = logging.getLogger("appfirst.streams")
 TRUE_END_TIMEOUT_SECONDS = 30.0
 
 
-class RewindingConsumer(driver.Consumer):
+class RewindingConsumer(InlineDelivery, driver.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._seeks: dict[TP, int] = {}  # seeks so far, per partition
