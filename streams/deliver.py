@@ -29,42 +29,51 @@ class InlineDelivery:
 
     _delivering: asyncio.Task[Any] | None = None
     _interrupted: bool = False
-    _watchers: dict[int, asyncio.Future[Any]] | None = None
+    _watchers: list[asyncio.Future[Any]] = []  # noqa: RUF012 - replaced, never changed
+    _stale = True  # the watchers are to be made again before the next delivery
 
-    def _flow_events(self) -> tuple[Any, ...]:
+    def _flow_events(self) -> tuple[Any, Any, Any]:
         me = cast(Any, self)
         return (me.suspend_flow, me._stopped, me._crashed)
 
-    def _watch(self, events: tuple[Any, ...]) -> None:
-        watchers = self._watchers
-        if watchers is None:
-            watchers = self._watchers = {}
-        for i, event in enumerate(events):
-            watcher = watchers.get(i)
-            if watcher is None or watcher.done():
-                watcher = watchers[i] = asyncio.ensure_future(event.wait())
-                watcher.add_done_callback(self._interrupt)
+    def _watch(self) -> None:
+        self._stop_watching()
+        watchers = []
+        for event in self._flow_events():
+            watcher = asyncio.ensure_future(event.wait())
+            watcher.add_done_callback(self._interrupt)
+            watchers.append(watcher)
+        self._watchers = watchers
+        self._stale = False
 
     def _interrupt(self, watcher: asyncio.Future[Any]) -> None:
-        if watcher.cancelled() or self._delivering is None:
+        if watcher.cancelled():
             return
-        self._interrupted = True
-        self._delivering.cancel()
+        self._stale = True  # its event fired: all three made again before the next delivery
+        if self._delivering is not None:
+            self._interrupted = True
+            self._delivering.cancel()
 
     def _stop_watching(self) -> None:
-        for watcher in (self._watchers or {}).values():
+        for watcher in self._watchers:
             watcher.cancel()
-        self._watchers = None
+        self._watchers = []
+        self._stale = True
 
-    async def _deliver(self, callback: Any, message: Any) -> None:
-        """``wait_first(callback(message), suspend_flow.wait())``, as Faust's loop has it."""
+    async def _deliver(
+        self, callback: Any, message: Any, task: asyncio.Task[Any] | None = None
+    ) -> None:
+        """``wait_first(callback(message), suspend_flow.wait())``, as Faust's loop has it;
+        ``task`` is the loop's own (the current task)."""
         me = cast(Any, self)
-        events = self._flow_events()
-        if any(event.is_set() for event in events):
-            await me.wait_first(callback(message), me.suspend_flow.wait())
+        suspended, stopped, crashed = self._flow_events()
+        if suspended.is_set() or stopped.is_set() or crashed.is_set():
+            await me.wait_first(callback(message), suspended.wait())
             return
-        self._watch(events)
-        task = asyncio.current_task()
+        if self._stale:
+            self._watch()
+        if task is None:
+            task = asyncio.current_task()
         self._delivering = task
         try:
             await callback(message)
@@ -98,6 +107,8 @@ class InlineDelivery:
         yield_every = 100
         num_since_yield = 0
         sleep = asyncio.sleep
+        deliver = self._deliver
+        task = asyncio.current_task()
 
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -126,7 +137,7 @@ class InlineDelivery:
                             if commit_every is not None and me._n_acked >= commit_every:
                                 me._n_acked = 0
                                 await me.commit()
-                            await self._deliver(callback, message)
+                            await deliver(callback, message, task)
                             set_read_offset(tp, offset)
                         else:
                             me.log.dev(

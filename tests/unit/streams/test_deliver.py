@@ -132,3 +132,18 @@ async def test_a_delivery_that_fails_raises_its_error(consumer: Any) -> None:
     with pytest.raises(ValueError, match="bad record"):
         await consumer._deliver(deliver, MESSAGE)
     assert consumer._delivering is None
+
+
+async def test_watchers_do_not_pile_up_over_rebalances(consumer: Any) -> None:
+    async def deliver(message: Any) -> None:
+        pass
+
+    await consumer._deliver(deliver, MESSAGE)
+    tasks = len(asyncio.all_tasks())
+    for _ in range(50):  # a rebalance: the flow suspended, then resumed
+        consumer.suspend_flow.set()
+        await asyncio.sleep(0)
+        consumer.suspend_flow.clear()
+        await consumer._deliver(deliver, MESSAGE)
+    await asyncio.sleep(0)  # the cancelled watchers finish
+    assert len(asyncio.all_tasks()) == tasks  # three watchers, as after the first delivery
