@@ -115,3 +115,19 @@ def test_a_rows_store_reads_its_changelog_as_its_table_does() -> None:
     table.data.apply_changelog_batch([record], to_key=None, to_value=None)
     assert table.data.data.get("m-1") == b'{"a":1}' and table.data.data.live(2) == 1
     assert table.row_log.partitions[2].rows == 1
+
+
+def test_the_monitor_keeps_per_record_only_what_fausts_stall_checks_read() -> None:
+    from faust.types import TP
+
+    app = create_app(settings_from_env({}), parts=()).app
+    monitor = app.monitor
+    tp = TP("appfirst.dispatches", 3)
+    message = SimpleNamespace(time_in=None)
+    monitor.on_message_in(tp, 7, message)
+    assert monitor.on_stream_event_in(tp, 7, SimpleNamespace(), SimpleNamespace()) is None
+    monitor.on_stream_event_out(tp, 7, SimpleNamespace(), SimpleNamespace(), None)
+    monitor.on_message_out(tp, 7, message)
+    assert tp in monitor.stream_inbound_time  # "stream is not processing" stays true
+    assert monitor.messages_received_total == 0 and monitor.events_total == 0
+    assert message.time_in is None  # nothing kept on the record either
