@@ -63,6 +63,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
 from appfirst.streams.deliver import InlineDelivery
+from appfirst.streams.iterate import LeanIteration
 from appfirst.streams.take import TakeStream
 
 log = logging.getLogger("appfirst.streams")
@@ -264,12 +265,13 @@ async def true_ends(probe: Any, listed: Mapping[TP, int]) -> dict[TP, int]:
     return ends
 
 
-class AckedStream(TakeStream):
-    """A stream whose acknowledgements all go through ``RewindingConsumer.ack``, and whose
-    batches cost nothing while idle (``streams/take.py``)."""
+class AckedStream(LeanIteration, TakeStream):
+    """A stream whose acknowledgements all go through ``RewindingConsumer.ack``, whose
+    batches cost nothing while idle (``streams/take.py``), and which lets the event loop
+    run every few events rather than before each (``streams/iterate.py``)."""
 
     def __aiter__(self) -> Any:
-        it = self._py_aiter()
+        it = self.lean_aiter()
         # As Faust's own __aiter__ does: the stream closes it when it stops.
         self._active_agens.add(cast(AsyncGenerator[Any, None], it))
         return it
