@@ -47,10 +47,18 @@ class InlineDelivery:
         self._stale = False
 
     def _interrupt(self, watcher: asyncio.Future[Any]) -> None:
-        if watcher.cancelled():
+        if watcher.cancelled() or watcher not in self._watchers:
             return
         self._stale = True  # its event fired: all three made again before the next delivery
-        if self._delivering is not None:
+        # A watcher's callback runs a turn or two after its event fired: by then the flow
+        # may have resumed and a new delivery begun, which wait_first would not give up.
+        # And two events firing together cancel once, or the second would look like a
+        # cancellation from outside.
+        if (
+            self._delivering is not None
+            and not self._interrupted
+            and any(event.is_set() for event in self._flow_events())
+        ):
             self._interrupted = True
             self._delivering.cancel()
 

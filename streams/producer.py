@@ -23,6 +23,7 @@ from typing import Any, NoReturn, cast
 
 from faust.transport.drivers import aiokafka as driver
 from faust.transport.producer import ProducerBuffer
+from faust.types.enums import ProcessingGuarantee
 
 # How often a wait on a stopping buffer looks again: its task hands nothing on once it stops.
 STOP_CHECK_SECONDS = 0.5
@@ -69,6 +70,9 @@ class DrainableProducer(driver.Producer):
         # producer hands them on elsewhere, and every flush would wait for nothing.
         if self.app.conf.producer_threaded:
             raise RuntimeError("producer_threaded is not supported: see streams/producer.py")
+        # send_record hands records to the plain aiokafka producer, outside any transaction.
+        if cast(Any, self.app.conf).processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE:
+            raise RuntimeError("exactly_once is not supported: see send_record")
         # Replaced before the producer starts, which is when the buffer becomes its
         # dependency and its task starts.
         self.drainable = DrainableBuffer(loop=self.loop, beacon=self.beacon)

@@ -6,10 +6,13 @@ loop uses it: no app, no broker."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from faust.transport.consumer import Consumer
 from mode.utils.locks import Event as ModeEvent
 
 from appfirst.streams.rewind import RewindingConsumer
@@ -147,3 +150,42 @@ async def test_watchers_do_not_pile_up_over_rebalances(consumer: Any) -> None:
         await consumer._deliver(deliver, MESSAGE)
     await asyncio.sleep(0)  # the cancelled watchers finish
     assert len(asyncio.all_tasks()) == tasks  # three watchers, as after the first delivery
+
+
+async def test_a_watcher_that_fires_late_leaves_a_delivery_begun_after_the_resume(
+    consumer: Any,
+) -> None:
+    # The flow suspended and resumed before the watcher's callback ran: the delivery that
+    # began meanwhile is not given up (wait_first would have raced a fresh wait).
+    async def nothing(message: Any) -> None:
+        pass
+
+    await consumer._deliver(nothing, MESSAGE)  # watchers made
+    await asyncio.sleep(0)  # and waiting
+    consumer.suspend_flow.set()
+    consumer.suspend_flow.clear()
+    callback = Blocked()
+    task = await _delivering(consumer, callback)
+    for _ in range(5):
+        await asyncio.sleep(0)  # the old watcher's callback has run
+    assert not task.done() and not callback.cancelled
+    callback.go.set()
+    await asyncio.wait_for(task, 5)
+    assert callback.done
+
+
+async def test_two_events_firing_together_give_the_delivery_up_once(consumer: Any) -> None:
+    callback = Blocked()
+    task = await _delivering(consumer, callback)
+    consumer.suspend_flow.set()
+    consumer._stopped.set()
+    await asyncio.wait_for(task, 5)  # given up, not raised as a cancellation from outside
+    assert callback.cancelled
+    assert task.cancelling() == 0
+
+
+def test_the_loop_copied_is_fausts_loop_as_installed() -> None:
+    # deliver.py copies Faust's _drain_messages (faust-streaming 0.15.3): a Faust whose
+    # loop differs must be compared with the copy before it is let in.
+    source = inspect.getsource(Consumer._drain_messages)
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == "44a2500309e83c63"

@@ -6,9 +6,12 @@ topic: no broker."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 from typing import Any
 
 import pytest
+from faust.streams import Stream
 
 from appfirst.settings import get_settings
 from appfirst.streams.app import make_app
@@ -84,3 +87,10 @@ async def test_a_value_put_while_the_stream_waits_is_taken() -> None:
     await channel.put(7)
     assert await asyncio.wait_for(taking, 5) == 7
     await stream.stop()
+
+
+def test_the_iterator_copied_is_fausts_as_installed() -> None:
+    # iterate.py copies Faust's Stream._py_aiter (faust-streaming 0.15.3): a Faust whose
+    # iterator differs must be compared with the copy before it is let in.
+    source = inspect.getsource(Stream._py_aiter)
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == "3a48ee257a65435b"
