@@ -12,6 +12,7 @@ Run as ``python -m bench.hops``; it commits as group ``<prefix>hops``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appfirst.settings import get_settings
@@ -37,43 +38,31 @@ receipts = _topic("delivery-receipts", "read-receipts", "responses")
 setup = _topic("practice-settings", "eligibility")
 
 
-@app.agent(requests)
-async def intake(stream: Any) -> None:
-    async for batch in stream.take_events(BATCH, within=WITHIN):
-        for event in batch:
-            await by_patient.send(key=event.message.key, value=event.message.value)
+def forward_to(to: Any) -> Callable[[Any], Awaitable[None]]:
+    """An agent that writes each event it takes, as it came, to ``to``."""
+
+    async def forward(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH, within=WITHIN):
+            for event in batch:
+                await to.send(key=event.message.key, value=event.message.value)
+
+    return forward
 
 
-@app.agent(by_patient)
-async def route(stream: Any) -> None:
-    async for batch in stream.take_events(BATCH, within=WITHIN):
-        for event in batch:
-            await dispatches.send(key=event.message.key, value=event.message.value)
-
-
-@app.agent(dispatches)
-async def follow(stream: Any) -> None:
-    async for batch in stream.take_events(BATCH, within=WITHIN):
-        for event in batch:
-            await status.send(key=event.message.key, value=event.message.value)
-
-
-@app.agent(dispatches)
-async def dispatch(stream: Any) -> None:
+async def read(stream: Any) -> None:
+    """An agent that takes events and does nothing with them."""
     async for _ in stream.take_events(BATCH, within=WITHIN):
         pass
 
 
-@app.agent(receipts)
-async def follow_receipts(stream: Any) -> None:
-    async for _ in stream.take_events(BATCH, within=WITHIN):
-        pass
-
-
-@app.agent(setup)
-async def keep(stream: Any) -> None:
-    async for _ in stream.take_events(BATCH, within=WITHIN):
-        pass
+# The pipeline's hops: each request re-keyed and routed, each dispatch read twice (the
+# per-message agent writes its status, the dispatcher sends), the rest read once.
+app.agent(requests, name="intake")(forward_to(by_patient))
+app.agent(by_patient, name="route")(forward_to(dispatches))
+app.agent(dispatches, name="follow")(forward_to(status))
+app.agent(dispatches, name="dispatch")(read)
+app.agent(receipts, name="follow_receipts")(read)
+app.agent(setup, name="keep")(read)
 
 
 if __name__ == "__main__":

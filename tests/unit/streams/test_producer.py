@@ -175,6 +175,16 @@ def _exits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reasons
 
 
+def _flushing(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[str]]:
+    """An app's producer with nothing queued and nothing undelivered yet, and the reasons
+    its flush would exit the worker with."""
+    producer = make_app(get_settings()).producer
+    reasons = _exits(monkeypatch)
+    monkeypatch.setattr(producer, "drainable", _buffer())
+    monkeypatch.setattr(producer, "undelivered", 0)
+    return producer, reasons
+
+
 async def test_a_buffer_that_failed_with_writes_in_it_fails_the_flush(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -209,11 +219,7 @@ async def test_a_record_the_broker_never_took_fails_the_flush(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # aiokafka's flush returns when a batch is given up on, without raising.
-    app = make_app(get_settings())
-    reasons = _exits(monkeypatch)
-    producer = app.producer
-    monkeypatch.setattr(producer, "drainable", _buffer())  # nothing queued
-    monkeypatch.setattr(producer, "undelivered", 0)
+    producer, reasons = _flushing(monkeypatch)
     given_up: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     given_up.set_exception(TimeoutError("batch expired"))
     producer._delivered(given_up)
@@ -270,11 +276,7 @@ async def test_a_record_sent_straight_to_aiokafka_is_accounted_for_by_the_flush(
 ) -> None:
     # Io.send skips Faust's Topic.send: what it sends must still fail a flush if the
     # broker never takes it, or Faust would commit past an output that was lost.
-    app = make_app(get_settings())
-    reasons = _exits(monkeypatch)
-    producer = app.producer
-    monkeypatch.setattr(producer, "drainable", _buffer())
-    monkeypatch.setattr(producer, "undelivered", 0)
+    producer, reasons = _flushing(monkeypatch)
     fake = FakeAiokafka()
     monkeypatch.setattr(producer, "_producer", fake)
     taken = await producer.send_record("appfirst.dispatches", b"m-1", b"{}", None)
